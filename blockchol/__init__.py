@@ -1,0 +1,12 @@
+"""blockchol: fast, blocked derivatives of the Cholesky decomposition.
+
+``chol_rev(L, L_bar)`` turns ∂f/∂L into ∂f/∂K for K = L Lᴴ with a blocked
+right-to-left sweep of level-3 BLAS calls (Murray 2016, arXiv:1602.07527);
+``backprop_gradient`` is a drop-in for GPy's.  Slow reference forms live in
+:mod:`blockchol.reference`.
+"""
+
+from ._api import backprop_gradient, chol_rev
+
+__all__ = ["chol_rev", "backprop_gradient"]
+__version__ = "0.1.0"

@@ -1,0 +1,152 @@
+"""Argument checking and normalisation for the public functions.
+
+Everything a raw BLAS call relies on is settled here, before any of it is
+made: array-ness, dtype, shape, finiteness, the factor's diagonal, and a
+memory layout BLAS can address (unit stride down columns or along rows, a
+sane leading dimension, alignment).  Arrays that fail only the layout test
+are copied once; arrays that pass it are used where they lie.
+"""
+
+import operator
+
+import numpy as np
+
+from ._operands import bad_blas_layout, lower_mask
+
+__all__ = ["as_input_array", "result_dtype", "check_pair", "check_block_size",
+           "blas_view", "row_blocks", "check_finite_triangle", "check_factor_diagonal",
+           "copy_triangle", "zero_other_triangle"]
+
+_SUPPORTED = frozenset(np.dtype(t) for t in (np.float32, np.float64, np.complex64, np.complex128))
+
+# Row-block height for whole-matrix passes (copies, checks): keeps the
+# temporaries at O(N · 256) while the Python loop stays short.
+_PASS_ROWS = 256
+
+
+def as_input_array(x, name):
+    """``x`` as an ndarray of a numeric dtype, without copying when possible."""
+    if isinstance(x, np.ma.MaskedArray):
+        raise ValueError("%s: masked arrays are not supported" % name)
+    a = np.asarray(x)
+    if a.dtype.kind not in "biufc":
+        raise TypeError("%s: expected a numeric array, got dtype %s" % (name, a.dtype))
+    return a
+
+
+def result_dtype(*arrays):
+    """The computation dtype: np.result_type(..., float32), ints and bools as float64."""
+    dtypes = {a.dtype for a in arrays}
+    if len(dtypes) == 1 and arrays[0].dtype in _SUPPORTED:
+        return arrays[0].dtype
+    kinds = [np.float64 if a.dtype.kind in "biu" else a.dtype for a in arrays]
+    dtype = np.result_type(*kinds, np.float32)
+    if dtype not in _SUPPORTED:
+        raise TypeError("dtype %s is not supported: use float32, float64, complex64 or "
+                        "complex128 (BLAS has no routines for it)" % dtype)
+    return dtype
+
+
+def check_pair(a, b, names):
+    """Both arrays square matrices of one shape (ValueError otherwise)."""
+    for x, name in zip((a, b), names):
+        if x.ndim < 2:
+            raise ValueError("%s must be a square matrix, got an array of shape %s"
+                             % (name, x.shape))
+        if x.shape[-1] != x.shape[-2]:
+            raise ValueError("%s must be square, got shape %s" % (name, x.shape))
+    if a.shape[-2:] != b.shape[-2:]:
+        raise ValueError("%s and %s must have the same shape, got %s and %s"
+                         % (names[0], names[1], a.shape, b.shape))
+
+
+def check_block_size(block_size):
+    if block_size is None:
+        return None
+    if isinstance(block_size, (bool, np.bool_)):
+        raise TypeError("block_size must be None or an integer, got %r" % (block_size,))
+    try:
+        block_size = operator.index(block_size)
+    except TypeError:
+        raise TypeError("block_size must be None or an integer, got %r" % (block_size,)) from None
+    if block_size < 1:
+        raise ValueError("block_size must be at least 1, got %d" % block_size)
+    return block_size
+
+
+def blas_view(a):
+    """``(stored, transposed)`` with ``stored`` a column-major view of ``a``, or None.
+
+    ``transposed`` is True when ``stored`` is ``a.T`` (``a`` row-major).
+    """
+    if bad_blas_layout(a) is None:
+        return a, False
+    if bad_blas_layout(a.T) is None:
+        return a.T, True
+    return None
+
+
+def row_blocks(n):
+    for i0 in range(0, n, _PASS_ROWS):
+        yield i0, min(i0 + _PASS_ROWS, n)
+
+
+def _diagonal_block_mask(n):
+    return lower_mask(n, False)
+
+
+def check_finite_triangle(a, name, lower):
+    """ValueError if the triangle that will be read holds NaN or inf.
+
+    A sum is finite only if every term is, so one reduction per row block
+    decides the common case without a boolean temporary; a non-finite sum
+    (possibly a harmless overflow) is confirmed element by element.
+    """
+    v = a if lower else a.T
+    for i0, i1 in row_blocks(v.shape[0]):
+        rect, diag = v[i0:i1, :i0], v[i0:i1, i0:i1]
+        mask = _diagonal_block_mask(i1 - i0)
+        if np.isfinite(rect.sum()) and np.isfinite(diag.sum(where=mask)):
+            continue
+        if not (np.isfinite(rect).all() and np.isfinite(diag[mask]).all()):
+            raise ValueError("%s contains NaN or infinity in its %s triangle "
+                             "(pass check_finite=False to skip this check)"
+                             % (name, "lower" if lower else "upper"))
+
+
+def check_factor_diagonal(L, name="L"):
+    """LinAlgError naming the first diagonal entry that is not real, positive and finite."""
+    d = L.diagonal()
+    if np.iscomplexobj(d):
+        ok = not d.imag.any() and d.real.min() > 0 and d.real.max() < np.inf
+    else:
+        ok = d.min() > 0 and d.max() < np.inf  # NaN fails both comparisons
+    if ok:
+        return
+    if np.iscomplexobj(d):
+        bad = (d.imag != 0) | ~(d.real > 0) | ~np.isfinite(d.real)
+    else:
+        bad = ~(d > 0) | ~np.isfinite(d)
+    i = int(np.flatnonzero(bad)[0])
+    raise np.linalg.LinAlgError(
+        "%s[%d, %d] = %s: the diagonal of a Cholesky factor must be real, positive "
+        "and finite" % (name, i, i, d[i]))
+
+
+def copy_triangle(dst, src, lower):
+    """dst ← the read triangle of src, exact zeros in the other (dst may be src)."""
+    dv, sv = (dst, src) if lower else (dst.T, src.T)
+    same = np.may_share_memory(dst, src)
+    for i0, i1 in row_blocks(dv.shape[0]):
+        d = dv[i0:i1, i0:i1]
+        if same:
+            np.copyto(d, 0, where=~_diagonal_block_mask(i1 - i0))
+        else:
+            dv[i0:i1, :i0] = sv[i0:i1, :i0]
+            d[...] = 0
+            np.copyto(d, sv[i0:i1, i0:i1], where=_diagonal_block_mask(i1 - i0))
+        dv[i0:i1, i1:] = 0
+
+
+def zero_other_triangle(a, lower):
+    copy_triangle(a, a, lower)
