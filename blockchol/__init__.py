@@ -6,7 +6,7 @@ right-to-left sweep of level-3 BLAS calls (Murray 2016, arXiv:1602.07527);
 :mod:`blockchol.reference`.
 """
 
-from ._api import backprop_gradient, chol_rev
+from ._api import backprop_gradient, chol_fwd, chol_rev
 
-__all__ = ["chol_rev", "backprop_gradient"]
+__all__ = ["chol_rev", "chol_fwd", "backprop_gradient"]
 __version__ = "0.1.0"

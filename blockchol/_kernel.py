@@ -6,12 +6,15 @@ the gradient G_D = Φ(X) of the block's input, where Φ takes the lower
 triangle and halves the diagonal and X is Hermitian.  The kernels share
 one contract, which suits the sweep's next step:
 
+Reverse kernels (``symbolic``, ``level2``):
+
 * on entry the block ``Db`` holds D̄ in its logical lower triangle and zeros
   above it;
 * on exit the *whole* block holds X = G_D + G_Dᴴ, which the sweep needs as
   (D̄ + D̄ᴴ) in the update of R̄, and then reduces to Φ(X) itself.
 
 ``W`` is a workspace block at least as large as ``Db``, in the same form.
+The forward kernel ``symbolic_fwd`` is documented where it stands.
 
 Which kernel is used, and why, is recorded in notes.md: ``symbolic`` (the
 default) costs four level-3 calls per block; ``level2`` is Murray's
@@ -21,7 +24,7 @@ unblocked column loop, kept for comparison.
 import numpy as np
 
 from . import reference
-from ._operands import herm, phi_mask, trmm, trsm
+from ._operands import herm, phi_mask, real_diagonal, trmm, trsm
 
 
 def symbolic(D, Db, W):
@@ -39,6 +42,24 @@ def symbolic(D, Db, W):
     np.add(w, herm(w), out=s)                               # P + Pᴴ
     trsm("L", D, "C", Db)                                   # D⁻ᴴ (P + Pᴴ)
     trsm("R", D, "N", Db)                                   # ... D⁻¹
+
+
+def symbolic_fwd(D, Dd, W):
+    """Forward kernel: Ḋ = D Φ(D⁻¹ Ż D⁻ᴴ), Ż the Hermitian matrix of the block's lower triangle.
+
+    On entry the block holds Ż in its logical lower triangle (anything
+    above); on exit it holds Ḋ, lower triangular with exact zeros above.
+    """
+    n = Dd.rows
+    s, w = Dd.stored, W.stored
+    phi = phi_mask(n, Dd.upper, s.real.dtype)
+    np.multiply(s, phi, out=w)                              # Φ(Ż) ...
+    np.add(w, herm(w), out=s)                               # ... + Φ(Ż)ᴴ = Ż, Hermitian
+    trsm("L", D, "N", Dd)                                   # D⁻¹ Ż
+    trsm("R", D, "C", Dd)                                   # ... D⁻ᴴ
+    s *= phi                                                # Φ(D⁻¹ Ż D⁻ᴴ)
+    real_diagonal(s)
+    trmm("L", D, "N", Dd)                                   # Ḋ = D Φ(...)
 
 
 def level2(D, Db, W):

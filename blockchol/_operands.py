@@ -26,7 +26,7 @@ import numpy as np
 from ._blas import INT_MAX, routines
 
 __all__ = ["Matrix", "Block", "gemm", "trsm", "trmm",
-           "lower_mask", "phi_mask", "herm", "bad_blas_layout"]
+           "lower_mask", "phi_mask", "real_diagonal", "herm", "bad_blas_layout"]
 
 
 def bad_blas_layout(stored):
@@ -200,6 +200,18 @@ def phi_mask(n, upper, dtype):
     np.fill_diagonal(mask, 0.5)
     mask.flags.writeable = False
     return mask
+
+
+def real_diagonal(a):
+    """Drop the rounding-level imaginary part of the diagonal of ``a`` (2-D or a stack), in place.
+
+    Φ(X) for Hermitian X has a real diagonal in exact arithmetic; products
+    leave ~eps of imaginary part, which would make a Hermitian result not
+    exactly Hermitian.
+    """
+    if np.iscomplexobj(a):
+        n = a.shape[-1]
+        a.imag[..., np.arange(n), np.arange(n)] = 0
 
 
 def herm(a):

@@ -14,17 +14,26 @@ last limited call leaves.  Calls with ``threads=None`` take the pools as
 they find them.
 """
 
+import concurrent.futures
 import contextlib
 import operator
 import threading
 
-__all__ = ["blas_threads", "check_threads"]
+__all__ = ["blas_threads", "check_threads", "current_blas_threads",
+           "batch_worker_count", "parallel_map"]
 
 _cond = threading.Condition()
 _active = 0          # limited calls now running
 _current = None      # the limit they share
 _limiter = None      # threadpoolctl's handle for restoring the original sizes
 _controller = None
+_owner = threading.local()   # depth of limited calls held by this thread
+_pools = {}
+_pools_lock = threading.Lock()
+
+#: Fewest matrices per worker thread when a stack is cut into chunks: below
+#: this, starting the chunks costs more than running them.
+MIN_CHUNK = 16
 
 
 def check_threads(threads):
@@ -49,8 +58,38 @@ def _get_controller():
 
 
 def blas_threads(threads):
-    """Context in which every BLAS uses at most ``threads`` threads (None: unchanged)."""
-    return contextlib.nullcontext() if threads is None else _limited(threads)
+    """Context in which every BLAS uses at most ``threads`` threads (None: unchanged).
+
+    A thread that already holds a limit keeps it for nested calls, so
+    nesting never waits on itself.
+    """
+    if threads is None or getattr(_owner, "depth", 0):
+        return contextlib.nullcontext()
+    return _limited(threads)
+
+
+def current_blas_threads():
+    """The largest thread count among the BLAS pools, as they are now."""
+    with _cond:
+        libs = _get_controller().select(user_api="blas").lib_controllers
+    return max([lib.num_threads for lib in libs] or [1])
+
+
+def batch_worker_count(threads, count):
+    """How many worker threads share a stack of ``count`` small matrices."""
+    workers = threads if threads is not None else current_blas_threads()
+    return max(1, min(workers, count // MIN_CHUNK))
+
+
+def parallel_map(fn, items):
+    """``[fn(x) for x in items]`` on a pool of ``len(items)`` threads (reused across calls)."""
+    size = len(items)
+    with _pools_lock:
+        pool = _pools.get(size)
+        if pool is None:
+            pool = _pools[size] = concurrent.futures.ThreadPoolExecutor(
+                max_workers=size, thread_name_prefix="blockchol")
+    return [f.result() for f in [pool.submit(fn, x) for x in items]]
 
 
 @contextlib.contextmanager
@@ -63,9 +102,11 @@ def _limited(threads):
             _limiter = _get_controller().limit(limits=threads, user_api="blas")
             _current = threads
         _active += 1
+    _owner.depth = 1
     try:
         yield
     finally:
+        _owner.depth = 0
         with _cond:
             _active -= 1
             if not _active:

@@ -15,7 +15,7 @@ from ._operands import bad_blas_layout, lower_mask
 
 __all__ = ["as_input_array", "result_dtype", "check_pair", "check_block_size",
            "blas_view", "row_blocks", "check_finite_triangle", "check_factor_diagonal",
-           "copy_triangle", "zero_other_triangle"]
+           "copy_triangle"]
 
 _SUPPORTED = frozenset(np.dtype(t) for t in (np.float32, np.float64, np.complex64, np.complex128))
 
@@ -48,16 +48,24 @@ def result_dtype(*arrays):
 
 
 def check_pair(a, b, names):
-    """Both arrays square matrices of one shape (ValueError otherwise)."""
+    """Both arrays stacks of square matrices of one size whose leading shapes broadcast.
+
+    Returns the broadcast batch shape (``()`` for two single matrices).
+    """
     for x, name in zip((a, b), names):
         if x.ndim < 2:
-            raise ValueError("%s must be a square matrix, got an array of shape %s"
-                             % (name, x.shape))
+            raise ValueError("%s must be a square matrix or a stack of them, got an array "
+                             "of shape %s" % (name, x.shape))
         if x.shape[-1] != x.shape[-2]:
             raise ValueError("%s must be square, got shape %s" % (name, x.shape))
-    if a.shape[-2:] != b.shape[-2:]:
+    if a.shape[-1] != b.shape[-1]:
         raise ValueError("%s and %s must have the same shape, got %s and %s"
                          % (names[0], names[1], a.shape, b.shape))
+    try:
+        return np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+    except ValueError:
+        raise ValueError("the stacks %s of shape %s and %s of shape %s do not broadcast"
+                         % (names[0], a.shape, names[1], b.shape)) from None
 
 
 def check_block_size(block_size):
@@ -91,32 +99,38 @@ def row_blocks(n):
         yield i0, min(i0 + _PASS_ROWS, n)
 
 
-def _diagonal_block_mask(n):
-    return lower_mask(n, False)
+def _where(name, batch_index):
+    return name + ("[%s]" % ", ".join(map(str, batch_index)) if batch_index else "")
 
 
 def check_finite_triangle(a, name, lower):
-    """ValueError if the triangle that will be read holds NaN or inf.
+    """ValueError if the triangle that will be read holds NaN or inf (of any matrix in a stack).
 
     A sum is finite only if every term is, so one reduction per row block
     decides the common case without a boolean temporary; a non-finite sum
     (possibly a harmless overflow) is confirmed element by element.
     """
-    v = a if lower else a.T
-    for i0, i1 in row_blocks(v.shape[0]):
-        rect, diag = v[i0:i1, :i0], v[i0:i1, i0:i1]
-        mask = _diagonal_block_mask(i1 - i0)
-        if np.isfinite(rect.sum()) and np.isfinite(diag.sum(where=mask)):
-            continue
-        if not (np.isfinite(rect).all() and np.isfinite(diag[mask]).all()):
+    v = a if lower else np.swapaxes(a, -1, -2)
+    for i0, i1 in row_blocks(v.shape[-1]):
+        rect, diag = v[..., i0:i1, :i0], v[..., i0:i1, i0:i1]
+        mask = lower_mask(i1 - i0, False)
+        with np.errstate(over="ignore", invalid="ignore"):
+            if (np.isfinite(rect.sum()) and np.isfinite(diag.sum(where=mask))):
+                continue
+        ok = (np.isfinite(rect).all(axis=(-2, -1))
+              & np.isfinite(np.where(mask, diag, 0)).all(axis=(-2, -1)))
+        if not ok.all():
+            index = tuple(int(i) for i in np.argwhere(~ok)[0]) if ok.ndim else ()
             raise ValueError("%s contains NaN or infinity in its %s triangle "
                              "(pass check_finite=False to skip this check)"
-                             % (name, "lower" if lower else "upper"))
+                             % (_where(name, index), "lower" if lower else "upper"))
 
 
 def check_factor_diagonal(L, name="L"):
     """LinAlgError naming the first diagonal entry that is not real, positive and finite."""
-    d = L.diagonal()
+    d = np.diagonal(L, axis1=-2, axis2=-1)
+    if d.size == 0:
+        return
     if np.iscomplexobj(d):
         ok = not d.imag.any() and d.real.min() > 0 and d.real.max() < np.inf
     else:
@@ -127,26 +141,22 @@ def check_factor_diagonal(L, name="L"):
         bad = (d.imag != 0) | ~(d.real > 0) | ~np.isfinite(d.real)
     else:
         bad = ~(d > 0) | ~np.isfinite(d)
-    i = int(np.flatnonzero(bad)[0])
+    *index, i = (int(k) for k in np.argwhere(bad)[0])
     raise np.linalg.LinAlgError(
         "%s[%d, %d] = %s: the diagonal of a Cholesky factor must be real, positive "
-        "and finite" % (name, i, i, d[i]))
+        "and finite" % (_where(name, index), i, i, d[tuple(index) + (i,)]))
 
 
 def copy_triangle(dst, src, lower):
-    """dst ← the read triangle of src, exact zeros in the other (dst may be src)."""
+    """dst ← the read triangle of src, exact zeros in the other (dst may be src).  2-D."""
     dv, sv = (dst, src) if lower else (dst.T, src.T)
     same = np.may_share_memory(dst, src)
     for i0, i1 in row_blocks(dv.shape[0]):
         d = dv[i0:i1, i0:i1]
         if same:
-            np.copyto(d, 0, where=~_diagonal_block_mask(i1 - i0))
+            np.copyto(d, 0, where=~lower_mask(i1 - i0, False))
         else:
             dv[i0:i1, :i0] = sv[i0:i1, :i0]
             d[...] = 0
-            np.copyto(d, sv[i0:i1, i0:i1], where=_diagonal_block_mask(i1 - i0))
+            np.copyto(d, sv[i0:i1, i0:i1], where=lower_mask(i1 - i0, False))
         dv[i0:i1, i1:] = 0
-
-
-def zero_other_triangle(a, lower):
-    copy_triangle(a, a, lower)

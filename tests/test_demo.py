@@ -1,0 +1,211 @@
+"""Tests for the GP demo (blockchol/demo.py): its gradient, its fit and its CLI."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from blockchol import demo
+
+
+@pytest.fixture(scope="module")
+def small():
+    """A 60-point, 2-D synthetic data set and a start point away from the truth."""
+    X, y, _, truth = demo.synthetic(60, 2, seed=1)
+    theta = truth + np.array([0.3, -0.2, 0.4, 0.5])
+    return X, y, theta
+
+
+def test_gradient_matches_closed_form_and_finite_differences(small):
+    X, y, theta = small
+    err_closed, err_fd = demo.check_gradient(theta, X, y, threads=None)
+    assert err_closed < 1e-11
+    # central differences with step 1e-5: truncation ~ h^2 = 1e-10 relative
+    assert err_fd < 1e-7
+
+
+def test_K_bar_matches_closed_form_entrywise(small):
+    # The whole matrix, not just its contractions with the P dK/dtheta_p:
+    # chol_rev is one-to-one from lower triangles to symmetric matrices,
+    # so this pins down the hand-derived L_bar.
+    X, y, theta = small
+    f, K_bar, _ = demo.log_lik_and_K_bar(theta, X, y, route="chol_rev")
+    f_closed, K_bar_closed, _ = demo.log_lik_and_K_bar(theta, X, y, route="closed")
+    assert f == pytest.approx(f_closed, rel=1e-14)
+    assert f == pytest.approx(demo.log_lik(theta, X, y), rel=1e-14)
+    np.testing.assert_allclose(K_bar, K_bar.T, rtol=0, atol=0)
+    scale = np.abs(K_bar_closed).max()
+    np.testing.assert_allclose(K_bar, K_bar_closed, rtol=0, atol=1e-12 * scale)
+
+
+def test_gpy_route_agrees(small):
+    pytest.importorskip("GPy")
+    X, y, theta = small
+    f, g = demo.log_lik_and_grad(theta, X, y, route="chol_rev")
+    f_gpy, g_gpy = demo.log_lik_and_grad(theta, X, y, route="gpy")
+    assert f == f_gpy
+    np.testing.assert_allclose(g, g_gpy, rtol=1e-10)
+
+
+def test_fit_recovers_true_hyperparameters():
+    # N=300 points on [0, 5]^2 with lengthscales (0.8, 1.5), signal variance
+    # 1 and noise variance 0.01.  Over 30 seeds the maximum-likelihood
+    # estimates scattered (sd of the log) by 0.07 and 0.06 for the
+    # lengthscales, 0.09 for the noise variance and 0.3 for the signal
+    # variance: the domain holds only ~20 lengthscale-cells, so the signal
+    # variance is seen through few effectively independent values.  The
+    # tolerances below are ~3 sd (and held for all 30 seeds); the seed is
+    # fixed, so the test is deterministic.
+    X, y, _, truth = demo.synthetic(300, 2, seed=0)
+    theta0 = np.log(np.concatenate([X.std(axis=0), [y.var(), y.var() / 10]]))
+    theta, f, res = demo.fit(theta0, X, y, verbose=False)
+    assert res.success
+    # the optimum beats the truth (it is the maximum), but not by much
+    f_true = demo.log_lik(truth, X, y)
+    assert f_true <= f < f_true + 10
+    ratio = np.exp(theta - truth)
+    np.testing.assert_allclose(ratio[:2], 1, atol=0.25)     # lengthscales within 25%
+    assert 1 / 2.5 < ratio[2] < 2.5                         # signal variance within 2.5x
+    assert ratio[3] == pytest.approx(1, abs=0.35)           # noise variance within 35%
+
+
+def test_fixed_noise_stays_fixed():
+    X, y, _, truth = demo.synthetic(80, 1, seed=2)
+    theta0 = truth + np.array([0.5, -0.5, 0.0])
+    theta, _, _ = demo.fit(theta0, X, y, fix_noise=True, verbose=False)
+    assert theta[-1] == theta0[-1]
+
+
+# ---------------------------------------------------------------- CLI
+
+def write(tmp_path, content, name="data.csv"):
+    path = tmp_path / name
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content)
+    return str(path)
+
+
+def dense_1d(tmp_path):
+    """60 points on [0, 1]: with (almost) no noise the kernel matrix is numerically singular."""
+    x = np.linspace(0, 1, 60)
+    return write(tmp_path, "x,y\n" + "".join("%r,%r\n" % (float(a), float(np.sin(6 * a)))
+                                             for a in x))
+
+
+BAD_INPUTS = {
+    "missing file": (lambda tmp: ["--data", str(tmp / "nope.csv")],
+                     "cannot read"),
+    "ragged rows": (lambda tmp: ["--data", write(tmp, "a,b,y\n1,2,3\n4,5\n6,7,8\n")],
+                    "line 3: 2 fields, but the header has 3"),
+    "binary file": (lambda tmp: ["--data", write(tmp, b"\x89PNG\r\n\x1a\n\x00\x81\xff")],
+                    "not a readable CSV file"),
+    "empty file": (lambda tmp: ["--data", write(tmp, "")], "is empty"),
+    "no header": (lambda tmp: ["--data", write(tmp, "1,2\n3,4\n5,6\n")],
+                  "first row looks like data"),
+    "one column": (lambda tmp: ["--data", write(tmp, "y\n1\n2\n3\n")],
+                   "need at least two columns"),
+    "non-numeric column": (lambda tmp: ["--data", write(tmp, "x,city,y\n1,Paris,2\n2,Rome,3\n")],
+                           "column 'city' is not numeric ('Paris')"),
+    "one row": (lambda tmp: ["--data", write(tmp, "x,y\n1,2\n")],
+                "need at least 2 data rows, found 1"),
+    "NaN": (lambda tmp: ["--data", write(tmp, "x,y\n1,2\n2,nan\n3,4\n")],
+            "line 3: column 'y' is nan"),
+    "missing value": (lambda tmp: ["--data", write(tmp, "x,y\n1,2\n2,\n3,4\n")],
+                      "column 'y' is not numeric ('')"),
+    "constant input": (lambda tmp: ["--data", write(tmp, "x,z,y\n1,0,2\n2,0,3\n3,0,1\n")],
+                       "input column 'z' is constant"),
+    "constant target": (lambda tmp: ["--data", write(tmp, "x,y\n1,2\n2,2\n3,2\n")],
+                        "target 'y' is constant"),
+    "not positive definite": (lambda tmp: ["--data", dense_1d(tmp), "--noise", "1e-300"],
+                              "not positive definite even with the noise"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
+def test_bad_input_exits_with_message(case, tmp_path, capsys):
+    make_args, message = BAD_INPUTS[case]
+    with pytest.raises(SystemExit) as exc:
+        demo.main(make_args(tmp_path))
+    # SystemExit(str) prints the string to stderr and exits with status 1
+    assert isinstance(exc.value.code, str)
+    assert exc.value.code.startswith("blockchol-demo: error: ")
+    assert message in exc.value.code
+
+
+def test_not_positive_definite_suggests_a_jitter_that_works(tmp_path):
+    path = dense_1d(tmp_path)
+    with pytest.raises(SystemExit) as exc:
+        demo.main(["--data", path, "--noise", "1e-300"])
+    suggested = exc.value.code.split("--noise ")[1].split()[0]
+    X, y, _ = demo.load_csv(path)
+    y = y - y.mean()
+    theta = np.log([X.std(), y.var(), float(suggested)])
+    demo.log_lik(theta, X, y)           # factorizes now
+
+
+@pytest.mark.parametrize("argv", [["--n", "0"], ["--threads", "0"], ["--noise", "nan"],
+                                  ["--data", "co2", "--dims", "2"], ["--n", "1"],
+                                  ["--data", "co2", "--n", "1"]])
+def test_bad_options_are_argparse_errors(argv, capsys):
+    with pytest.raises(SystemExit) as exc:
+        demo.main(argv)
+    assert exc.value.code == 2
+    assert "error:" in capsys.readouterr().err
+
+
+def test_cli_error_has_no_traceback(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "blockchol.demo", "--data",
+                           str(tmp_path / "nope.csv")], capture_output=True, text=True)
+    assert proc.returncode == 1
+    assert proc.stderr.startswith("blockchol-demo: error: cannot read")
+    assert "Traceback" not in proc.stderr
+
+
+def test_co2_without_statsmodels(monkeypatch):
+    monkeypatch.setitem(sys.modules, "statsmodels.datasets", None)   # import fails
+    with pytest.raises(SystemExit) as exc:
+        demo.main(["--data", "co2"])
+    assert "needs statsmodels" in exc.value.code
+
+
+# ---------------------------------------------------------------- end to end
+
+def test_default_run_end_to_end(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    png = tmp_path / "fit.png"
+    demo.main(["--n", "150", "--threads", "1", "--plot", str(png)])
+    out = capsys.readouterr().out
+    assert "data: synthetic GP draw (seed 0), N=150, D=3" in out
+    closed = float(out.split("vs closed form")[1].split(":")[1].split()[0])
+    fd = float(out.split("vs central finite differences")[1].split(":")[1].split()[0])
+    assert closed < 1e-10 and fd < 1e-6
+    assert "  iter   1   log lik" in out
+    for row in ["lengthscale x1", "lengthscale x3", "signal variance", "noise variance",
+                "final log marginal likelihood", "at the true hyperparameters",
+                "L_bar -> K_bar (or K^-1)", "factorization", "total"]:
+        assert row in out
+    assert png.stat().st_size > 10_000 and png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_csv_run_end_to_end(tmp_path, capsys):
+    rng = np.random.default_rng(3)
+    x = rng.uniform(0, 4, 40)
+    rows = "".join("%r,%r,%r\n" % (float(a), float(b), float(np.sin(2 * a) + 0.1 * b))
+                   for a, b in zip(x, rng.uniform(0, 1, 40)))
+    path = write(tmp_path, "time,dose,response\n" + rows)
+    demo.main(["--data", path, "--n", "30"])
+    out = capsys.readouterr().out
+    assert "N=30, D=2" in out
+    assert "lengthscale time" in out and "lengthscale dose" in out
+    assert "true" not in out.split("hyperparameters:")[1].split("\n")[1]
+
+
+def test_co2_end_to_end(tmp_path, capsys):
+    pytest.importorskip("statsmodels")
+    demo.main(["--data", "co2", "--n", "120"])
+    out = capsys.readouterr().out
+    assert "Mauna Loa CO2, monthly means, N=120, D=1" in out
+    assert "lengthscale year" in out

@@ -1,0 +1,335 @@
+"""Forward mode, complex factors and stacks of matrices.
+
+Tolerances as in test_chol_rev.py: independent computations of the same
+function agree to O(N·eps) relative to the largest entry; an algebra error
+(a missing conjugate, a wrong triangle) shows up at O(1).  Single-precision
+cases use 2e-4 (cond(K) ~ 1e3 here, times float32's eps 1.2e-7).
+"""
+
+import numpy as np
+import pytest
+
+import blockchol
+from blockchol import _batch
+from blockchol import reference as ref
+from helpers import layouts, random_factor, random_like, rel_err
+
+DTYPES = [np.float32, np.float64, np.complex64, np.complex128]
+TOL = {np.dtype(np.float32): 2e-4, np.dtype(np.complex64): 2e-4,
+       np.dtype(np.float64): 1e-12, np.dtype(np.complex128): 1e-12}
+
+
+def herm(a):
+    return np.swapaxes(a, -1, -2).conj()
+
+
+def hermitian_from(x, lower):
+    """The Hermitian matrix whose read triangle is that of x (real diagonal)."""
+    return ref.hermitian_from_lower(x if lower else herm(x))
+
+
+def stack_case(batch, n, dtype, seed=0):
+    rng = np.random.default_rng(seed)
+    L = np.empty(batch + (n, n), dtype)
+    for idx in np.ndindex(batch):
+        L[idx] = random_factor(n, rng, dtype)[1]
+    return L, random_like(batch + (n, n), rng, dtype)
+
+
+def as_upper(L, X):
+    return herm(L), herm(X)
+
+
+# --------------------------------------------------------------------------
+# Forward mode
+
+
+@pytest.mark.parametrize("n", [1, 2, 5, 16, 17, 40])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_fwd_matches_symbolic(n, dtype):
+    rng = np.random.default_rng(n)
+    _, L = random_factor(n, rng, dtype)
+    Kd = random_like((n, n), rng, dtype)
+    expected = ref.symbolic_fwd(L.astype(np.complex128 if np.iscomplexobj(L) else np.float64), Kd)
+    for nb in (1, 4, 16, None):
+        got = blockchol.chol_fwd(L, Kd, block_size=nb)
+        assert got.dtype == dtype
+        assert rel_err(got, expected) < TOL[np.dtype(dtype)], nb
+        assert not np.triu(got, 1).any()
+        Lu, Kdu = as_upper(L, Kd)
+        got_u = blockchol.chol_fwd(Lu, Kdu, lower=False, block_size=nb)
+        assert rel_err(got_u, herm(expected)) < TOL[np.dtype(dtype)], nb
+        assert not np.tril(got_u, -1).any()
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.complex128])
+def test_fwd_is_the_derivative_of_cholesky(dtype):
+    rng = np.random.default_rng(3)
+    n = 23
+    K, L = random_factor(n, rng, dtype)
+    Kd = random_like((n, n), rng, dtype)
+    H = hermitian_from(Kd, True)
+    h = 1e-6
+    fd = (np.linalg.cholesky(K + h * H) - np.linalg.cholesky(K - h * H)) / (2 * h)
+    got = blockchol.chol_fwd(L, Kd, block_size=8)
+    # Central differences: truncation and cancellation errors both ~1e-9 relative here.
+    assert rel_err(got, fd) < 1e-6
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("lower", [True, False])
+@pytest.mark.parametrize("n, nb", [(1, None), (9, 4), (33, 8), (70, None)])
+def test_adjoint_identity(dtype, lower, n, nb):
+    # Re Σ conj(L̄) ⊙ L̇ = Re Σ_read conj(G) ⊙ K̇ links chol_fwd and chol_rev.
+    rng = np.random.default_rng(n)
+    _, L = random_factor(n, rng, dtype)
+    Lb = random_like((n, n), rng, dtype)
+    Kd = random_like((n, n), rng, dtype)
+    if not lower:
+        L, Lb, Kd = herm(L), herm(Lb), herm(Kd)
+    tri = np.tril if lower else np.triu
+    Kd = tri(Kd)
+    np.fill_diagonal(Kd, Kd.diagonal().real)   # a tangent of a Hermitian K has a real diagonal
+    Ld = blockchol.chol_fwd(L, Kd, lower=lower, block_size=nb)
+    G = blockchol.chol_rev(L, Lb, lower=lower, block_size=nb)
+    lhs = np.vdot(tri(Lb), Ld).real
+    rhs = np.vdot(G, Kd).real
+    scale = np.abs(tri(Lb)).sum() * np.abs(Ld).max() + np.abs(G).sum() * np.abs(Kd).max()
+    tol = 1e-4 if np.dtype(dtype) in (np.dtype(np.float32), np.dtype(np.complex64)) else 1e-12
+    assert abs(lhs - rhs) <= tol * scale
+
+
+def test_fwd_layouts_and_garbage():
+    rng = np.random.default_rng(4)
+    n = 30
+    _, L = random_factor(n, rng)
+    Kd = random_like((n, n), rng)
+    expected = ref.symbolic_fwd(L, Kd)
+    Lg, Kdg = np.triu(np.full((n, n), np.nan), 1) + np.tril(L), np.triu(np.full((n, n), np.nan), 1) + np.tril(Kd)
+    for name, Lx in layouts(Lg).items():
+        for kname, Kx in layouts(Kdg).items():
+            got = blockchol.chol_fwd(Lx, Kx, block_size=7)
+            assert rel_err(got, expected) < 1e-12, (name, kname)
+
+
+def test_fwd_errors_and_inputs_untouched():
+    rng = np.random.default_rng(5)
+    _, L = random_factor(6, rng)
+    Kd = random_like((6, 6), rng)
+    L0, Kd0 = L.copy(), Kd.copy()
+    blockchol.chol_fwd(L, Kd)
+    assert np.array_equal(L, L0) and np.array_equal(Kd, Kd0)
+    bad = Kd.copy()
+    bad[4, 1] = np.inf
+    with pytest.raises(ValueError, match="K_dot contains NaN"):
+        blockchol.chol_fwd(L, bad)
+    Lz = L.copy()
+    Lz[2, 2] = 0
+    with pytest.raises(np.linalg.LinAlgError, match=r"L\[2, 2\]"):
+        blockchol.chol_fwd(Lz, Kd)
+    with pytest.raises(ValueError, match="same shape"):
+        blockchol.chol_fwd(L, Kd[:5, :5])
+    with pytest.raises(ValueError):
+        blockchol.chol_fwd(L, Kd, block_size=0)
+    with pytest.raises(TypeError):
+        blockchol.chol_fwd(L, Kd.astype(object))
+    assert blockchol.chol_fwd(np.zeros((0, 0)), np.zeros((0, 0))).shape == (0, 0)
+
+
+# --------------------------------------------------------------------------
+# Complex
+
+
+@pytest.mark.parametrize("dtype", [np.complex64, np.complex128])
+@pytest.mark.parametrize("lower", [True, False])
+def test_complex_rev_matches_references(dtype, lower):
+    rng = np.random.default_rng(6)
+    n = 37
+    _, L = random_factor(n, rng, dtype)
+    Lb = random_like((n, n), rng, dtype)
+    L128, Lb128 = L.astype(np.complex128), Lb.astype(np.complex128)
+    expected = ref.symbolic_rev(L128, Lb128)
+    assert rel_err(ref.level2_rev(L128, Lb128), expected) < 1e-12
+    for nb in (1, 5, 16, None):
+        if lower:
+            got = blockchol.chol_rev(L, Lb, block_size=nb)
+        else:
+            got = herm(blockchol.chol_rev(herm(L), herm(Lb), lower=False, block_size=nb))
+        assert got.dtype == dtype
+        assert rel_err(got, expected) < TOL[np.dtype(dtype)], nb
+        assert not np.diagonal(got).imag.any()
+
+
+@pytest.mark.parametrize("lower", [True, False])
+def test_complex_rev_finite_differences(lower):
+    # f(K) = Re Σ conj(L̄) ⊙ chol(K); df along Hermitian E is Re Σ_read conj(G) ⊙ E.
+    rng = np.random.default_rng(7)
+    n = 12
+    K, L = random_factor(n, rng, np.complex128)
+    Lb = random_like((n, n), rng, np.complex128)
+    E = random_like((n, n), rng, np.complex128)
+    E = E + herm(E)
+    f = lambda K: np.vdot(np.tril(Lb), np.linalg.cholesky(K)).real
+    h = 1e-6
+    fd = (f(K + h * E) - f(K - h * E)) / (2 * h)
+    if lower:
+        G = blockchol.chol_rev(L, Lb, block_size=4)
+        exact = np.vdot(G, np.tril(E)).real
+    else:
+        G = blockchol.chol_rev(herm(L), herm(Lb), lower=False, block_size=4)
+        exact = np.vdot(G, np.triu(E)).real
+    assert abs(fd - exact) <= 1e-6 * max(1.0, abs(exact))
+
+
+def test_complex_symmetric_is_hermitian_and_matches_torch():
+    rng = np.random.default_rng(8)
+    n = 20
+    K, L = random_factor(n, rng, np.complex128)
+    Lb = random_like((n, n), rng, np.complex128)
+    S = blockchol.chol_rev(L, Lb, symmetric=True, block_size=8)
+    G = blockchol.chol_rev(L, Lb)
+    assert np.array_equal(S, herm(S))
+    off = np.tril_indices(n, -1)
+    assert rel_err(S[off], G[off] / 2) < 1e-14
+    assert rel_err(np.diagonal(S), np.diagonal(G)) < 1e-14
+    torch = pytest.importorskip("torch")
+    Kt = torch.tensor(K, requires_grad=True)
+    (gK,) = torch.autograd.grad(torch.linalg.cholesky(Kt), Kt, torch.tensor(np.tril(Lb)))
+    gK = gK.numpy()
+    # torch's gradient for complex K is the conjugate-Wirtinger form (df = Re Σ conj(gK) dK);
+    # its Hermitian part is the gradient restricted to Hermitian K, i.e. S.
+    assert rel_err(S, (gK + herm(gK)) / 2) < 1e-10
+
+
+def test_complex_diagonal_must_be_real():
+    rng = np.random.default_rng(9)
+    _, L = random_factor(5, rng, np.complex128)
+    L[3, 3] += 1e-3j
+    with pytest.raises(np.linalg.LinAlgError, match=r"L\[3, 3\]"):
+        blockchol.chol_rev(L, np.eye(5))
+    with pytest.raises(np.linalg.LinAlgError, match=r"L\[3, 3\]"):
+        blockchol.chol_fwd(L, np.eye(5))
+
+
+def test_mixed_real_complex_promotes():
+    rng = np.random.default_rng(10)
+    _, L = random_factor(6, rng)
+    Lb = random_like((6, 6), rng, np.complex64)
+    out = blockchol.chol_rev(L, Lb)
+    assert out.dtype == np.complex128
+    assert rel_err(out, ref.symbolic_rev(L.astype(complex), Lb.astype(np.complex128))) < 1e-6
+
+
+# --------------------------------------------------------------------------
+# Stacks
+
+
+def per_matrix(fn, L, X, **kw):
+    shape = np.broadcast_shapes(L.shape, X.shape)
+    Lb, Xb = np.broadcast_to(L, shape), np.broadcast_to(X, shape)
+    out = None
+    for idx in np.ndindex(shape[:-2]):
+        r = fn(Lb[idx], Xb[idx], **kw)
+        if out is None:
+            out = np.empty(shape, r.dtype)
+        out[idx] = r
+    return out
+
+
+@pytest.mark.parametrize("fn", [blockchol.chol_rev, blockchol.chol_fwd])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("batch, n", [((5,), 4), ((3, 2), 17), ((40,), 8), ((3,), 70), ((2,), 130)])
+def test_stack_matches_per_matrix_loop(fn, dtype, batch, n):
+    L, X = stack_case(batch, n, dtype, seed=n)
+    for lower in (True, False):
+        Lx, Xx = (L, X) if lower else as_upper(L, X)
+        got = fn(Lx, Xx, lower=lower)
+        assert got.shape == batch + (n, n) and got.dtype == dtype
+        assert rel_err(got, per_matrix(fn, Lx, Xx, lower=lower)) < TOL[np.dtype(dtype)]
+
+
+def test_stacked_and_looped_paths_agree():
+    # Below STACK_MAX_N stacks take the stacked closed form unless a block size is forced.
+    n = min(_batch.STACK_MAX_N, 24)
+    L, X = stack_case((50,), n, np.float64, seed=11)
+    stacked = blockchol.chol_rev(L, X)
+    looped = blockchol.chol_rev(L, X, block_size=n - 1)
+    assert rel_err(stacked, looped) < 1e-12
+    assert rel_err(blockchol.chol_fwd(L, X), blockchol.chol_fwd(L, X, block_size=5)) < 1e-12
+
+
+def test_stack_symmetric_and_threads():
+    L, X = stack_case((33,), 10, np.complex128, seed=12)
+    S = blockchol.chol_rev(L, X, symmetric=True)
+    assert np.array_equal(S, herm(S))
+    assert rel_err(S, per_matrix(blockchol.chol_rev, L, X, symmetric=True)) < 1e-12
+    for t in (1, 2, 3):
+        assert rel_err(blockchol.chol_rev(L, X, threads=t), S * 0 + blockchol.chol_rev(L, X)) < 1e-13
+
+
+@pytest.mark.parametrize("n", [6, 90])   # stacked and looped paths
+def test_broadcasting(n):
+    rng = np.random.default_rng(13)
+    _, L1 = random_factor(n, rng)
+    X = random_like((4, 1, n, n), rng)
+    Ls = np.stack([L1, random_factor(n, rng)[1], random_factor(n, rng)[1]])   # (3, n, n)
+    for L, Xx, shape in [(L1, X, (4, 1)), (Ls, X, (4, 3)), (Ls, X[0, 0], (3,))]:
+        for fn in (blockchol.chol_rev, blockchol.chol_fwd):
+            got = fn(L, Xx)
+            assert got.shape == shape + (n, n)
+            assert rel_err(got, per_matrix(fn, L, Xx)) < 1e-12
+    with pytest.raises(ValueError, match="broadcast"):
+        blockchol.chol_rev(Ls, np.zeros((2, n, n)))
+
+
+def test_empty_stacks():
+    for shape in [(0, 3, 3), (2, 0, 3, 3), (4, 0, 0)]:
+        for fn in (blockchol.chol_rev, blockchol.chol_fwd):
+            out = fn(np.ones(shape), np.ones(shape))
+            assert out.shape == shape and out.dtype == np.float64
+
+
+def test_stack_errors_name_the_batch_index():
+    L, X = stack_case((3, 4), 5, np.float64, seed=14)
+    L[2, 1, 3, 3] = -1.0
+    with pytest.raises(np.linalg.LinAlgError, match=r"L\[2, 1\]\[3, 3\]"):
+        blockchol.chol_rev(L, X)
+    L, X = stack_case((3, 4), 5, np.float64, seed=14)
+    X[1, 2, 4, 0] = np.nan
+    with pytest.raises(ValueError, match=r"L_bar\[1, 2\] contains NaN"):
+        blockchol.chol_rev(L, X)
+    X[1, 2, 4, 0] = 0
+    X[0, 0, 0, 3] = np.nan   # unread triangle: fine
+    blockchol.chol_rev(L, X)
+
+
+def test_stack_inputs_untouched_and_overwrite():
+    L, X = stack_case((3,), 80, np.float64, seed=15)
+    L0, X0 = L.copy(), X.copy()
+    expected = blockchol.chol_rev(L, X)
+    assert np.array_equal(L, L0) and np.array_equal(X, X0)
+    work = X.copy()
+    out = blockchol.chol_rev(L, work, overwrite_l_bar=True)
+    assert out is work and rel_err(out, expected) < 1e-14
+    # A broadcast L_bar is never overwritten.
+    Xb = X[0].copy()
+    out = blockchol.chol_rev(L, Xb, overwrite_l_bar=True)
+    assert out is not Xb and np.array_equal(Xb, X0[0])
+
+
+def test_ill_conditioned_stack_no_worse_than_unblocked():
+    # The stacked path inverts L explicitly; check it against extended precision
+    # like the blocked sweep (see test_chol_rev.test_ill_conditioned_no_worse_than_unblocked).
+    rng = np.random.default_rng(16)
+    n = 30
+    Ls = np.stack([random_factor(n, rng, cond=1e10)[1] for _ in range(6)])
+    Lbs = random_like(Ls.shape, rng)
+    got = blockchol.chol_rev(Ls, Lbs)
+    fwd = blockchol.chol_fwd(Ls, Lbs)
+    for i in range(len(Ls)):
+        truth = ref.level2_rev(Ls[i].astype(np.longdouble), Lbs[i].astype(np.longdouble))
+        err_unblocked = rel_err(ref.level2_rev(Ls[i], Lbs[i]), truth)
+        assert rel_err(got[i], truth) <= 4 * err_unblocked + 1e-15
+    # Forward mode: the stacked closed form against the blocked sweep.
+    looped = blockchol.chol_fwd(Ls, Lbs, block_size=8)
+    assert rel_err(fwd, looped) < 1e-8
