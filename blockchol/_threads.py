@@ -27,12 +27,12 @@ _active = 0          # limited calls now running
 _current = None      # the limit they share
 _limiter = None      # threadpoolctl's handle for restoring the original sizes
 _controller = None
-_owner = threading.local()   # depth of limited calls held by this thread
+_owner = threading.local()   # .depth: 1 while this thread holds a limit
 _pools = {}
 _pools_lock = threading.Lock()
 
-#: Fewest matrices per worker thread when a stack is cut into chunks: below
-#: this, starting the chunks costs more than running them.
+#: Fewest small matrices per worker thread when a stack is cut into chunks:
+#: below this, starting the chunks costs more than running them.
 MIN_CHUNK = 16
 
 
@@ -75,10 +75,10 @@ def current_blas_threads():
     return max([lib.num_threads for lib in libs] or [1])
 
 
-def batch_worker_count(threads, count):
-    """How many worker threads share a stack of ``count`` small matrices."""
+def batch_worker_count(threads, count, min_chunk=MIN_CHUNK):
+    """How many worker threads share ``count`` items, at least ``min_chunk`` each."""
     workers = threads if threads is not None else current_blas_threads()
-    return max(1, min(workers, count // MIN_CHUNK))
+    return max(1, min(workers, count // min_chunk))
 
 
 def parallel_map(fn, items):

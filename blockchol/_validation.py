@@ -115,7 +115,7 @@ def check_finite_triangle(a, name, lower):
         rect, diag = v[..., i0:i1, :i0], v[..., i0:i1, i0:i1]
         mask = lower_mask(i1 - i0, False)
         with np.errstate(over="ignore", invalid="ignore"):
-            if (np.isfinite(rect.sum()) and np.isfinite(diag.sum(where=mask))):
+            if np.isfinite(rect.sum() + diag.sum(where=mask)):
                 continue
         ok = (np.isfinite(rect).all(axis=(-2, -1))
               & np.isfinite(np.where(mask, diag, 0)).all(axis=(-2, -1)))

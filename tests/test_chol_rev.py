@@ -486,3 +486,20 @@ def test_bad_options(kw, exc):
 def test_numpy_integer_options_accepted():
     out = blockchol.chol_rev(np.eye(3), np.eye(3), block_size=np.int64(2), threads=np.int32(1))
     assert rel_err(out, ref.smith_rev(np.eye(3), np.eye(3))) < 1e-15
+
+
+@pytest.mark.parametrize("upper", [False, True])
+def test_alternative_diagonal_kernels_agree(upper):
+    # The level-2 column loop and two-level blocking are kept for the kernel
+    # comparison in notes.md; they must compute the same gradient.
+    from blockchol import _kernel, _sweep
+    from blockchol._operands import Matrix
+    _, L, Lb = rev_case(70, seed=23)
+    expected = ref.symbolic_rev(L, Lb)
+    stored_L = np.asfortranarray(L.T if upper else L)
+    for kernel in (_kernel.symbolic, _kernel.level2, _sweep.recursive_kernel(8)):
+        A = np.asfortranarray(np.tril(Lb).T if upper else np.tril(Lb))
+        W = np.empty((32, 32), order="F")
+        _sweep.rev_sweep(Matrix(stored_L, upper), Matrix(A, upper), 32, Matrix(W, upper),
+                         kernel=kernel)
+        assert rel_err(A.T if upper else A, expected) < 1e-12, kernel

@@ -298,9 +298,22 @@ def test_stack_errors_name_the_batch_index():
     X[1, 2, 4, 0] = np.nan
     with pytest.raises(ValueError, match=r"L_bar\[1, 2\] contains NaN"):
         blockchol.chol_rev(L, X)
-    X[1, 2, 4, 0] = 0
-    X[0, 0, 0, 3] = np.nan   # unread triangle: fine
-    blockchol.chol_rev(L, X)
+
+
+@pytest.mark.parametrize("n", [5, 90])   # stacked and looped paths
+@pytest.mark.parametrize("lower", [True, False])
+def test_stack_unread_triangle_is_ignored(n, lower):
+    L, X = stack_case((4,), n, np.complex128, seed=n)
+    if not lower:
+        L, X = as_upper(L, X)
+    iu = np.triu_indices(n, 1) if lower else np.tril_indices(n, -1)
+    Lg, Xg = L.copy(), X.copy()
+    Lg[..., iu[0], iu[1]] = np.nan
+    Xg[..., iu[0], iu[1]] = np.inf
+    for fn in (blockchol.chol_rev, blockchol.chol_fwd):
+        clean = fn(L, X, lower=lower)
+        assert np.isfinite(clean).all()
+        assert rel_err(fn(Lg, Xg, lower=lower), clean) < 1e-14
 
 
 def test_stack_inputs_untouched_and_overwrite():
