@@ -23,6 +23,16 @@ def _series(records, key):
     return series
 
 
+def _save(plt, fig, ax, path, grid):
+    """Grid, legend, layout; write the PNG and free the figure."""
+    ax.grid(True, which=grid, alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def time_vs_n(plt, records, dtype, path):
     """Every implementation's minimum time against N, log-log, with potrf and the flop floor."""
     rows = [r for r in records if r.suite == "core" and r.dtype == dtype and r.min]
@@ -41,12 +51,7 @@ def time_vs_n(plt, records, dtype, path):
     ax.set_xlabel("N")
     ax.set_ylabel("seconds per call (minimum)")
     ax.set_title("Reverse-mode Cholesky derivative, %s" % dtype)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, ax, path, "both")
 
 
 def thread_scaling(plt, records, path):
@@ -65,12 +70,7 @@ def thread_scaling(plt, records, path):
     ax.set_xlabel("threads")
     ax.set_ylabel("speed-up")
     ax.set_title("Thread scaling")
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, ax, path, "major")
 
 
 def block_sizes(plt, records, path):
@@ -86,12 +86,7 @@ def block_sizes(plt, records, path):
     ax.set_xlabel("block_size")
     ax.set_ylabel("time / best time")
     ax.set_title("chol_rev block-size sweep")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, ax, path, "both")
 
 
 def make_plots(records, out_dir):

@@ -3,8 +3,8 @@
 import numpy as np
 
 from . import _batch, _one
-from ._threads import blas_threads, check_threads
-from ._validation import (as_input_array, check_block_size, check_factor_diagonal,
+from ._threads import blas_threads
+from ._validation import (as_input_array, check_count, check_factor_diagonal,
                           check_finite_triangle, check_pair, result_dtype, row_blocks)
 
 __all__ = ["chol_rev", "chol_fwd", "backprop_gradient"]
@@ -39,14 +39,15 @@ def chol_rev(L, L_bar, *, lower=True, symmetric=False, block_size=None,
         (measurements in notes.md).  Any value gives the same result up to
         rounding.
     overwrite_l_bar : bool, optional
-        Allow the result to be written over `L_bar`.  It is, for each matrix,
-        when `L_bar` already has the result's dtype and shape (no
-        broadcasting), is writeable, has the same memory order as `L` (both
-        C- or both Fortran-ordered; leading dimensions free), does not
-        overlap `L`, and the matrix goes through the blocked sweep (stacks
-        of matrices with N > 64, or any block_size < N); the returned array
-        is then `L_bar`.  Otherwise a new array is returned and `L_bar` is
-        untouched.  With overwrite, extra memory is O(N · block_size).
+        Allow the result to be written over `L_bar`.  It is when `L_bar`
+        already has the result's dtype and shape (no broadcasting), is
+        writeable and does not overlap `L`, and: for a single matrix, or a
+        stack with N > 256, each matrix of `L_bar` has the same memory order
+        as `L`'s (both C- or both Fortran-ordered, leading dimensions free);
+        for a stack with N ≤ 256, its batch dimensions can be merged without
+        a copy.  The returned array is then `L_bar`; otherwise it is a new
+        array and `L_bar` is untouched.  Extra memory with overwrite is
+        O(N · block_size) for a single matrix.
     check_finite : bool, optional
         Check that the read triangles hold no NaN or infinity (default).
         Disabling it saves a pass over the inputs; non-finite inputs then
@@ -68,7 +69,8 @@ def chol_rev(L, L_bar, *, lower=True, symmetric=False, block_size=None,
         df = Re Σ_ij conj(S_ij) dK_ij for Hermitian dK -- the convention of
         torch and jax.  dtype is ``np.result_type(L, L_bar, float32)`` with
         integers and booleans counted as float64; the shape is the broadcast
-        shape.
+        shape.  For a single matrix the result has `L`'s memory order (C or
+        Fortran).
 
     Raises
     ------
@@ -183,8 +185,8 @@ def _prepare(L, X, names, lower, check_finite, block_size, threads):
     L = as_input_array(L, names[0])
     X = as_input_array(X, names[1])
     batch = check_pair(L, X, names)
-    block_size = check_block_size(block_size)
-    threads = check_threads(threads)
+    block_size = check_count(block_size, "block_size")
+    threads = check_count(threads, "threads")
     dtype = result_dtype(L, X)
     if check_finite:
         check_finite_triangle(L, names[0], lower)

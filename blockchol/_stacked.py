@@ -1,24 +1,26 @@
-"""Closed-form derivatives over stacks of small matrices.
+"""The blocked sweeps over stacks of small and medium matrices, in stacked products.
 
-For small N a blocked sweep per matrix is all per-call overhead, so stacks
-of small factors take the closed forms instead, as stacked products over a
-chunk of matrices at a time:
+One matrix at a time, a sweep over small matrices is all per-call overhead:
+Python and ctypes for every BLAS call, a dozen calls per block.  Here the
+same two sweeps as :mod:`._sweep` run over a *chunk* of matrices at once,
+every step one stacked numpy operation (numpy loops over the matrices in
+C, calling BLAS for each product).  The diagonal blocks take the closed
+forms, with the block's inverse built by doubling (:class:`TriInverse`):
 
-    reverse:  G = Φ(L⁻ᴴ (P + Pᴴ) L⁻¹),  P = Φ(Lᴴ L̄)
-    forward:  L̇ = L Φ(L⁻¹ K̇ L⁻ᴴ)
+    reverse kernel:  D̄ ← Φ(D⁻ᴴ (P + Pᴴ) D⁻¹),  P = Φ(Dᴴ D̄)
+    forward kernel:  Ḋ ← D Φ(D⁻¹ Ż D⁻ᴴ)
 
-with the triangular inverses built by doubling (:func:`_tri_inv`).
-These cost about 6N³ flops against the sweep's 2N³/3, which is why the path
-is kept to small N (the crossover is in notes.md).
+With one block (N ≤ the block size) these are the closed forms of the whole
+derivative.
 
-Two things dominate at these sizes besides the flops, and shape the code:
-fresh memory is expensive (every new page faults, and on a virtual machine
-a fault costs microseconds), and numpy pays per call.  So each thread keeps
-a :class:`Workspace` sized for one chunk of ``CHUNK_BYTES`` per array,
-reused across chunks and calls, and every step writes into it with
-``out=``.  The workspace's invariants (zeros above the diagonal, the
-identity in the padding) are set once and never broken: steps only ever
-write the lower triangles.
+Two costs besides the flops shape the code.  Fresh memory is expensive
+(every new page faults, and on a virtual machine a fault costs
+microseconds), so each thread keeps its buffers (:func:`workspace`) across
+chunks and calls, sized for chunks of about ``CHUNK_BYTES`` per matrix
+array, which also keeps a chunk in cache.  And numpy pays per call, so the
+inverse of small blocks avoids products of tiny matrices.  The buffers'
+invariants (zeros above the diagonal, the identity in the padding) are set
+once and never broken: steps only write lower triangles there.
 """
 
 import threading
@@ -27,10 +29,10 @@ import numpy as np
 
 from ._operands import real_diagonal
 
-__all__ = ["rev_chunk", "fwd_chunk", "chunk_size", "workspace"]
+__all__ = ["rev_chunk", "fwd_chunk", "chunk_size", "workspace", "block_size_for"]
 
-#: Bytes per workspace array: a chunk of matrices that stays in cache.
-CHUNK_BYTES = 1024 * 1024
+#: Bytes per matrix array of a chunk: a chunk of matrices that stays in cache.
+CHUNK_BYTES = 2 * 1024 * 1024
 #: Diagonal blocks up to this size are inverted by vectorized substitution,
 #: the rest by doubling: stacked products of tiny blocks cost more per block
 #: in numpy than the arithmetic.
@@ -44,42 +46,46 @@ def chunk_size(n, dtype):
     return max(1, CHUNK_BYTES // (n * n * np.dtype(dtype).itemsize))
 
 
+def block_size_for(n):
+    """Block width of the stacked sweeps (measurements in notes.md)."""
+    if n <= 16:
+        return n
+    return 16 if n <= 48 else 32 if n <= 160 else 64
+
+
+def _herm(a):
+    """Conjugate transpose of a stack (a view for real data)."""
+    t = np.swapaxes(a, -1, -2)
+    return t.conj() if np.iscomplexobj(a) else t
+
+
+def _phi_mask(k, dtype):
+    mask = np.tri(k, dtype=np.zeros(0, dtype).real.dtype)
+    mask[np.diag_indices(k)] = 0.5
+    return mask
+
+
 class Workspace:
-    """Buffers for one chunk of ``m`` matrices of size N, in one dtype."""
+    """One thread's buffers for chunks of ``m`` N×N matrices of one dtype."""
 
     def __init__(self, m, n, dtype):
         self.key = (m, n, np.dtype(dtype))
-        size = 1 << max(n - 1, 0).bit_length()   # doubling needs a power of two
-        self.size = size
-        self.L = np.zeros((m, size, size), dtype)        # factor's lower triangle, identity pad
-        pad = np.arange(n, size)
-        self.L[:, pad, pad] = 1
-        self.Li = np.zeros((m, size, size), dtype)       # its inverse
-        self.X = np.zeros((m, n, n), dtype)              # the other input's lower triangle
-        self.P = np.empty((m, n, n), dtype)
-        self.M = np.empty((m, n, n), dtype)
-        self.T = np.empty((m, n, n), dtype)
+        self.m, self.dtype = m, np.dtype(dtype)
+        self.L = np.zeros((m, n, n), dtype)    # the factors' lower triangles, zeros above
         self.tri = np.tri(n, dtype=bool)
-        self.phi = np.tri(n, dtype=np.zeros(0, dtype).real.dtype)
-        self.phi[np.diag_indices(n)] = 0.5
-        # Strided views for the doubling inverse, made once (as_strided is slow):
-        # the diagonal blocks of the base case, then each doubling level.
-        h = self.base = min(size, BASE)
-        self.base_blocks = (_diagonal_blocks(self.L, h),
-                            _diagonal_blocks(self.Li, h)) if h > 1 else None
-        # The base case works with the block index last (contiguous), so that
-        # each step is one vector operation over all blocks of the chunk.
-        self.base_work = (np.empty((h, h, m, size // h), dtype),
-                          np.empty((h, h, m, size // h), dtype))
-        self.diagonals = (_diagonal(self.L), _diagonal(self.Li))
-        self.levels = []
-        while h < size:
-            self.levels.append((h,
-                                _blocks(self.Li, h, 0, 0),    # inverted diagonal blocks 0, 2, 4, ...
-                                _blocks(self.Li, h, h, h),    # inverted diagonal blocks 1, 3, 5, ...
-                                _blocks(self.L, h, h, 0),     # the block below each A
-                                _blocks(self.Li, h, h, 0)))   # where its inverse goes
-            h *= 2
+        self._inverses, self._masks = {}, {}
+
+    def inverse(self, k):
+        """The :class:`TriInverse` for k×k diagonal blocks."""
+        if k not in self._inverses:
+            self._inverses[k] = TriInverse(self.m, k, self.dtype)
+        return self._inverses[k]
+
+    def masks(self, k):
+        """(lower-triangle bool mask, Φ multiplier) for k×k blocks."""
+        if k not in self._masks:
+            self._masks[k] = (np.tri(k, dtype=bool), _phi_mask(k, self.dtype))
+        return self._masks[k]
 
 
 def workspace(m, n, dtype):
@@ -90,81 +96,132 @@ def workspace(m, n, dtype):
     return ws
 
 
-def _herm(a, buffer=None):
-    """Conjugate transpose of a stack: a view for real data, else written to ``buffer``."""
-    t = np.swapaxes(a, -1, -2)
-    if not np.iscomplexobj(a):
-        return t
-    return np.conjugate(t, out=buffer)
+def _load(ws, L, X, out, conj):
+    """ws.L ← the chunk's factors, out ← the lower triangles of X (zeros above).
 
-
-def _load(ws, L, X, conj):
-    """Copy the lower triangles of a chunk into the workspace; returns (L, L⁻¹, X) views.
-
-    With ``conj`` the inputs are conjugated on the way (for upper factors,
-    passed as transposed views: L = Uᴴ).
+    ``out`` may be ``X`` itself (overwrite).  With ``conj`` the inputs are
+    conjugated on the way (upper factors are passed as transposed views:
+    L = Uᴴ).
     """
-    c, n = len(L), L.shape[-1]
-    Lw, Xw = ws.L[:c, :n, :n], ws.X[:c]
-    np.copyto(Lw, L, where=ws.tri)      # never touches the zeros above the diagonal
-    np.copyto(Xw, X, where=ws.tri)
+    c = len(L)
+    Lw = ws.L[:c]
+    np.copyto(Lw, L, where=ws.tri)          # never touches the zeros above the diagonal
+    if out is X:
+        np.copyto(out, 0, where=~ws.tri)
+    else:
+        out[...] = 0
+        np.copyto(out, X, where=ws.tri)
     if conj:
         np.conjugate(Lw, out=Lw)
-        np.conjugate(Xw, out=Xw)
-    _tri_inv(ws, c)
-    return Lw, ws.Li[:c, :n, :n], Xw
+        np.conjugate(out, out=out)
+    return Lw
 
 
-def rev_chunk(ws, L, Lb, out, conj=False):
-    """out ← G = Φ(L⁻ᴴ (P + Pᴴ) L⁻¹), P = Φ(Lᴴ L̄), for a chunk (lower triangles read)."""
-    c = len(L)
-    Lw, Li, Xw = _load(ws, L, Lb, conj)
-    P, M, T = ws.P[:c], ws.M[:c], ws.T[:c]
-    np.matmul(_herm(Lw, T), Xw, out=P)
-    P *= ws.phi                                   # P = Φ(Lᴴ L̄)
-    np.add(P, _herm(P, M) if np.iscomplexobj(P) else np.swapaxes(P, -1, -2), out=M)
-    np.matmul(M, Li, out=T)                       # (P + Pᴴ) L⁻¹
-    np.matmul(_herm(Li, P), T, out=out)           # L⁻ᴴ (P + Pᴴ) L⁻¹
-    out *= ws.phi
-    real_diagonal(out)
+def rev_chunk(ws, L, Lb, out, nb, conj=False):
+    """out ← the reverse-mode gradients G for a chunk; the sweep of :mod:`._sweep`, stacked."""
+    L = _load(ws, L, Lb, out, conj)
+    A, n = out, L.shape[-1]
+    for j in range(((n - 1) // nb) * nb, -1, -nb):
+        k = min(j + nb, n)
+        tri, phi = ws.masks(k - j)
+        D, Db = L[:, j:k, j:k], A[:, j:k, j:k]
+        Di = ws.inverse(k - j)(D)
+        if k < n:
+            C, Cb = L[:, k:, j:k], A[:, k:, j:k]
+            Cb[...] = Cb @ Di                                  # C̄ ← C̄ D⁻¹
+            if j:
+                Bb = A[:, k:, :j]
+                Bb -= Cb @ L[:, j:k, :j]                       # B̄ ← B̄ − C̄ R
+            np.subtract(Db, _herm(Cb) @ C, out=Db, where=tri)  # D̄ ← D̄ − tril(C̄ᴴ C)
+        P = _herm(D) @ Db                                      # closed form on the block:
+        P *= phi                                               #   P = Φ(Dᴴ D̄)
+        np.matmul(_herm(Di), (P + _herm(P)) @ Di, out=Db)      #   X = D⁻ᴴ (P + Pᴴ) D⁻¹
+        if j:
+            # R̄ ← R̄ − C̄ᴴ B − X R, as one product [X; C̄]ᴴ [R; B]
+            Rb = A[:, j:k, :j]
+            Rb -= _herm(A[:, j:, j:k]) @ L[:, j:, :j]
+        Db *= phi                                              # D̄ = Φ(X)
+        real_diagonal(Db)
 
 
-def fwd_chunk(ws, L, Kd, out, conj=False):
-    """out ← L̇ = L Φ(L⁻¹ K̇ L⁻ᴴ), K̇ the Hermitian matrices of the lower triangles of Kd."""
-    c = len(L)
-    Lw, Li, Xw = _load(ws, L, Kd, conj)
-    P, M, T = ws.P[:c], ws.M[:c], ws.T[:c]
-    np.multiply(Xw, ws.phi, out=P)
-    np.add(P, _herm(P, M) if np.iscomplexobj(P) else np.swapaxes(P, -1, -2), out=M)  # K̇
-    np.matmul(Li, M, out=T)                       # L⁻¹ K̇
-    np.matmul(T, _herm(Li, M), out=P)             # L⁻¹ K̇ L⁻ᴴ
-    P *= ws.phi
-    real_diagonal(P)
-    np.matmul(Lw, P, out=out)
+def fwd_chunk(ws, L, Kd, out, nb, conj=False):
+    """out ← L̇ for a chunk; the forward sweep of :mod:`._sweep`, stacked."""
+    L = _load(ws, L, Kd, out, conj)
+    T, n = out, L.shape[-1]
+    for j in range(0, n, nb):
+        k = min(j + nb, n)
+        tri, phi = ws.masks(k - j)
+        D = L[:, j:k, j:k]
+        Di = ws.inverse(k - j)(D)
+        if j:
+            panel = T[:, j:, j:k]                              # [K̇_DD; K̇_CD]
+            panel -= T[:, j:, :j] @ _herm(L[:, j:k, :j])       #   − [Ṙ; Ḃ] Rᴴ
+            panel -= L[:, j:, :j] @ _herm(T[:, j:k, :j])       #   − [R; B] Ṙᴴ
+        Dd = T[:, j:k, j:k]
+        Z = Dd * phi
+        Z += _herm(Z)                                          # Ż, Hermitian from its lower triangle
+        X = Di @ Z @ _herm(Di)                                 # D⁻¹ Ż D⁻ᴴ
+        X *= phi
+        real_diagonal(X)
+        np.matmul(D, X, out=Dd)                                # Ḋ = D Φ(...), zeros above
+        if k < n:
+            Cd = T[:, k:, j:k]
+            Cd -= L[:, k:, j:k] @ _herm(Dd)                    # Y − C Ḋᴴ
+            Cd[...] = Cd @ _herm(Di)                           # Ċ = (...) D⁻ᴴ
 
 
-def _tri_inv(ws, c):
-    """ws.Li ← ws.L⁻¹ for the first ``c`` matrices (lower triangular, 2^k × 2^k), by doubling.
+class TriInverse:
+    """Inverts stacks of k×k lower triangular blocks, reusing its buffers.
 
-    [A 0; C D]⁻¹ = [A⁻¹ 0; −D⁻¹ C A⁻¹  D⁻¹].  Starting from the inverted
-    diagonal, each level joins every adjacent pair of inverted h×h diagonal
-    blocks into one 2h×2h block -- all pairs of all matrices in two stacked
-    products on strided views.  The diagonal blocks of the first level
-    (``BASE``) come from :func:`_base_inverse`.  Only the lower triangle of
-    ``ws.Li`` is written.
+    [A 0; C D]⁻¹ = [A⁻¹ 0; −D⁻¹ C A⁻¹  D⁻¹].  The block is padded with the
+    identity to a power of two; its small diagonal blocks (``BASE``) are
+    inverted by vectorized substitution, then each doubling level joins every
+    adjacent pair of inverted h×h diagonal blocks into one 2h×2h block --
+    all pairs of all matrices in two stacked products on strided views.
+    Only lower triangles are written, so the zeros above stay.
     """
-    L_diag, Li_diag = ws.diagonals
-    np.divide(1.0, L_diag[:c], out=Li_diag[:c])
-    if ws.base_blocks is not None:
-        B, X = ws.base_work[0][:, :, :c], ws.base_work[1][:, :, :c]
-        np.copyto(B, ws.base_blocks[0][:c].transpose(2, 3, 0, 1))
-        np.copyto(X, ws.base_blocks[1][:c].transpose(2, 3, 0, 1))    # its inverted diagonal
-        _base_inverse(B, X)                                           # (zeros above stay)
-        np.copyto(ws.base_blocks[1][:c], X.transpose(2, 3, 0, 1))
-    for h, A_inv, D_inv, C, below in ws.levels:
-        CA = C[:c] @ A_inv[:c]
-        np.negative(CA, out=CA)
-        np.matmul(D_inv[:c], CA, out=below[:c])   # −D⁻¹ C A⁻¹
+
+    def __init__(self, m, k, dtype):
+        self.k = k
+        size = 1 << max(k - 1, 0).bit_length()
+        self.tri = np.tri(k, dtype=bool)
+        self.L = np.zeros((m, size, size), dtype)
+        pad = np.arange(k, size)
+        self.L[:, pad, pad] = 1
+        self.Li = np.zeros((m, size, size), dtype)
+        # Strided views, made once (as_strided is slow).
+        h = min(size, BASE)
+        self.base = (_diagonal_blocks(self.L, h), _diagonal_blocks(self.Li, h)) if h > 1 else None
+        # The base case works with the block index last (contiguous), so that
+        # each step is one vector operation over all blocks of the chunk.
+        self.base_work = (np.empty((h, h, m, size // h), dtype),
+                          np.empty((h, h, m, size // h), dtype))
+        self.diagonals = (_diagonal(self.L), _diagonal(self.Li))
+        self.levels = []
+        while h < size:
+            self.levels.append((_blocks(self.Li, h, 0, 0),    # inverted diagonal blocks 0, 2, 4, ...
+                                _blocks(self.Li, h, h, h),    # inverted diagonal blocks 1, 3, 5, ...
+                                _blocks(self.L, h, h, 0),     # the block below each A
+                                _blocks(self.Li, h, h, 0)))   # where its inverse goes
+            h *= 2
+
+    def __call__(self, D):
+        """D⁻¹ for a stack D of k×k blocks (lower triangles read); a view into the buffers."""
+        c, k = len(D), self.k
+        np.copyto(self.L[:c, :k, :k], D, where=self.tri)
+        L_diag, Li_diag = self.diagonals
+        np.divide(1.0, L_diag[:c], out=Li_diag[:c])
+        if self.base is not None:
+            B, X = self.base_work[0][:, :, :c], self.base_work[1][:, :, :c]
+            np.copyto(B, self.base[0][:c].transpose(2, 3, 0, 1))
+            np.copyto(X, self.base[1][:c].transpose(2, 3, 0, 1))    # its inverted diagonal
+            _base_inverse(B, X)                                      # (zeros above stay)
+            np.copyto(self.base[1][:c], X.transpose(2, 3, 0, 1))
+        for A_inv, D_inv, C, below in self.levels:
+            CA = C[:c] @ A_inv[:c]
+            np.negative(CA, out=CA)
+            np.matmul(D_inv[:c], CA, out=below[:c])              # −D⁻¹ C A⁻¹
+        return self.Li[:c, :k, :k]
 
 
 def _base_inverse(B, X):

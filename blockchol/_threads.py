@@ -12,14 +12,17 @@ for a different one waits until those have finished, so no call ever runs
 under a limit it did not ask for, and the original sizes come back when the
 last limited call leaves.  Calls with ``threads=None`` take the pools as
 they find them.
+
+Stacks of small matrices are cut into chunks that run on a reused pool of
+worker threads, as many as the thread setting (or, with ``threads=None``,
+the size of the BLAS pools), each worker with one BLAS thread.
 """
 
 import concurrent.futures
 import contextlib
-import operator
 import threading
 
-__all__ = ["blas_threads", "check_threads", "current_blas_threads",
+__all__ = ["blas_threads", "current_blas_threads",
            "batch_worker_count", "parallel_map"]
 
 _cond = threading.Condition()
@@ -30,23 +33,6 @@ _controller = None
 _owner = threading.local()   # .depth: 1 while this thread holds a limit
 _pools = {}
 _pools_lock = threading.Lock()
-
-#: Fewest small matrices per worker thread when a stack is cut into chunks:
-#: below this, starting the chunks costs more than running them.
-MIN_CHUNK = 16
-
-
-def check_threads(threads):
-    """Validate the ``threads`` argument; returns it as an int or None."""
-    if threads is None:
-        return None
-    try:
-        threads = operator.index(threads)
-    except TypeError:
-        raise TypeError("threads must be None or an integer, got %r" % (threads,)) from None
-    if threads < 1:
-        raise ValueError("threads must be at least 1, got %d" % threads)
-    return threads
 
 
 def _get_controller():
@@ -75,10 +61,10 @@ def current_blas_threads():
     return max([lib.num_threads for lib in libs] or [1])
 
 
-def batch_worker_count(threads, count, min_chunk=MIN_CHUNK):
-    """How many worker threads share ``count`` items, at least ``min_chunk`` each."""
+def batch_worker_count(threads, count):
+    """How many worker threads share ``count`` chunks of work: the thread setting, at most."""
     workers = threads if threads is not None else current_blas_threads()
-    return max(1, min(workers, count // min_chunk))
+    return max(1, min(workers, count))
 
 
 def parallel_map(fn, items):

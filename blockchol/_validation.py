@@ -13,7 +13,7 @@ import numpy as np
 
 from ._operands import bad_blas_layout, lower_mask
 
-__all__ = ["as_input_array", "result_dtype", "check_pair", "check_block_size",
+__all__ = ["as_input_array", "result_dtype", "check_pair", "check_count",
            "blas_view", "row_blocks", "check_finite_triangle", "check_factor_diagonal",
            "copy_triangle"]
 
@@ -68,18 +68,19 @@ def check_pair(a, b, names):
                          % (names[0], a.shape, names[1], b.shape)) from None
 
 
-def check_block_size(block_size):
-    if block_size is None:
+def check_count(value, name):
+    """An optional count (``block_size``, ``threads``): None, or an integer ≥ 1."""
+    if value is None:
         return None
-    if isinstance(block_size, (bool, np.bool_)):
-        raise TypeError("block_size must be None or an integer, got %r" % (block_size,))
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError("%s must be None or an integer, got %r" % (name, value))
     try:
-        block_size = operator.index(block_size)
+        value = operator.index(value)
     except TypeError:
-        raise TypeError("block_size must be None or an integer, got %r" % (block_size,)) from None
-    if block_size < 1:
-        raise ValueError("block_size must be at least 1, got %d" % block_size)
-    return block_size
+        raise TypeError("%s must be None or an integer, got %r" % (name, value)) from None
+    if value < 1:
+        raise ValueError("%s must be at least 1, got %d" % (name, value))
+    return value
 
 
 def blas_view(a):

@@ -476,7 +476,7 @@ def test_masked_arrays_rejected():
     (dict(block_size=0), ValueError), (dict(block_size=-3), ValueError),
     (dict(block_size=2.5), TypeError), (dict(block_size="8"), TypeError),
     (dict(threads=0), ValueError), (dict(threads=-1), ValueError),
-    (dict(threads=1.5), TypeError),
+    (dict(threads=1.5), TypeError), (dict(threads=True), TypeError), (dict(block_size=True), TypeError),
 ])
 def test_bad_options(kw, exc):
     with pytest.raises(exc):

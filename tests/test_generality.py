@@ -248,14 +248,17 @@ def test_stack_matches_per_matrix_loop(fn, dtype, batch, n):
         assert rel_err(got, per_matrix(fn, Lx, Xx, lower=lower)) < TOL[np.dtype(dtype)]
 
 
-def test_stacked_and_looped_paths_agree():
-    # Below STACK_MAX_N stacks take the stacked closed form unless a block size is forced.
-    n = min(_batch.STACK_MAX_N, 24)
-    L, X = stack_case((50,), n, np.float64, seed=11)
-    stacked = blockchol.chol_rev(L, X)
-    looped = blockchol.chol_rev(L, X, block_size=n - 1)
-    assert rel_err(stacked, looped) < 1e-12
-    assert rel_err(blockchol.chol_fwd(L, X), blockchol.chol_fwd(L, X, block_size=5)) < 1e-12
+@pytest.mark.parametrize("n", [1, 5, 24, 40, 77, 130])
+@pytest.mark.parametrize("dtype", [np.float64, np.complex128])
+def test_stacked_sweep_block_sizes(n, dtype):
+    # Up to STACK_MAX_N stacks take the stacked sweeps; every block size,
+    # including one block (the closed form), must agree with single calls.
+    assert n <= _batch.STACK_MAX_N
+    L, X = stack_case((20,), n, dtype, seed=n)
+    for fn in (blockchol.chol_rev, blockchol.chol_fwd):
+        expected = per_matrix(fn, L, X)
+        for nb in (1, 3, 8, 16, 33, n, None):
+            assert rel_err(fn(L, X, block_size=nb), expected) < 1e-12, (fn.__name__, nb)
 
 
 def test_stack_symmetric_and_threads():
@@ -316,17 +319,23 @@ def test_stack_unread_triangle_is_ignored(n, lower):
         assert rel_err(fn(Lg, Xg, lower=lower), clean) < 1e-14
 
 
-def test_stack_inputs_untouched_and_overwrite():
-    L, X = stack_case((3,), 80, np.float64, seed=15)
+@pytest.mark.parametrize("n", [10, 300])            # stacked and looped paths
+@pytest.mark.parametrize("lower", [True, False])
+@pytest.mark.parametrize("dtype", [np.float64, np.complex128])
+def test_stack_inputs_untouched_and_overwrite(n, lower, dtype):
+    L, X = stack_case((3,), n, dtype, seed=15)
+    if not lower:
+        L, X = as_upper(L, X)
+        L, X = L.copy(), X.copy()
     L0, X0 = L.copy(), X.copy()
-    expected = blockchol.chol_rev(L, X)
+    expected = blockchol.chol_rev(L, X, lower=lower)
     assert np.array_equal(L, L0) and np.array_equal(X, X0)
     work = X.copy()
-    out = blockchol.chol_rev(L, work, overwrite_l_bar=True)
+    out = blockchol.chol_rev(L, work, lower=lower, overwrite_l_bar=True)
     assert out is work and rel_err(out, expected) < 1e-14
     # A broadcast L_bar is never overwritten.
     Xb = X[0].copy()
-    out = blockchol.chol_rev(L, Xb, overwrite_l_bar=True)
+    out = blockchol.chol_rev(L, Xb, lower=lower, overwrite_l_bar=True)
     assert out is not Xb and np.array_equal(Xb, X0[0])
 
 
