@@ -5,7 +5,7 @@ import numpy as np
 from . import _batch, _one
 from ._threads import blas_threads
 from ._validation import (as_input_array, check_count, check_factor_diagonal,
-                          check_finite_triangle, check_pair, result_dtype, row_blocks)
+                          check_finite_triangle, check_pair, over_row_blocks, result_dtype)
 
 __all__ = ["chol_rev", "chol_fwd", "backprop_gradient"]
 
@@ -113,9 +113,10 @@ def chol_rev(L, L_bar, *, lower=True, symmetric=False, block_size=None,
                                overwrite_l_bar, threads)
     else:
         with blas_threads(threads):
-            out = _one.run_one(_one.REV, L, L_bar, dtype, lower, block_size, overwrite_l_bar)
+            out = _one.run_one(_one.REV, L, L_bar, dtype, lower, block_size, overwrite_l_bar,
+                               threads=threads)
     if symmetric:
-        _symmetrize(out, lower)
+        _symmetrize(out, lower, threads)
     return out
 
 
@@ -167,7 +168,7 @@ def chol_fwd(L, K_dot, *, lower=True, block_size=None, check_finite=True, thread
     if batch:
         return _batch.run_batch("fwd", L, K_dot, dtype, lower, batch, block_size, False, threads)
     with blas_threads(threads):
-        return _one.run_one(_one.FWD, L, K_dot, dtype, lower, block_size)
+        return _one.run_one(_one.FWD, L, K_dot, dtype, lower, block_size, threads=threads)
 
 
 def backprop_gradient(df_dL, L):
@@ -189,18 +190,21 @@ def _prepare(L, X, names, lower, check_finite, block_size, threads):
     threads = check_count(threads, "threads")
     dtype = result_dtype(L, X)
     if check_finite:
-        check_finite_triangle(L, names[0], lower)
-        check_finite_triangle(X, names[1], lower)
+        check_finite_triangle(L, names[0], lower, threads)
+        check_finite_triangle(X, names[1], lower, threads)
     check_factor_diagonal(L, names[0])
     return L, X, dtype, batch, block_size, threads
 
 
-def _symmetrize(A, lower):
+def _symmetrize(A, lower, threads):
     """In place: triangular G → Hermitian S (S_ij = G_ij/2 off the diagonal, S_ii = G_ii)."""
     v = A if lower else np.swapaxes(A, -1, -2)
-    for i0, i1 in row_blocks(v.shape[-1]):
+
+    def strip(i0, i1):      # writes rows i0:i1 below the diagonal and columns i0:i1 above
         below = v[..., i0:i1, :i0]
         below *= 0.5
         v[..., :i0, i0:i1] = np.swapaxes(below, -1, -2).conj()
         d = v[..., i0:i1, i0:i1]
         d[...] = 0.5 * (d + np.swapaxes(d, -1, -2).conj())
+
+    over_row_blocks(strip, v.shape[-1], threads)

@@ -21,13 +21,14 @@ REV = _sweep.rev_sweep
 FWD = _sweep.fwd_sweep
 
 
-def run_one(sweep, L, X, dtype, lower, block_size=None, overwrite=False, out=None):
+def run_one(sweep, L, X, dtype, lower, block_size=None, overwrite=False, out=None, threads=None):
     """Apply ``sweep`` to factor ``L`` and the read triangle of ``X``; returns the result.
 
     ``X`` (L̄ for the reverse sweep, K̇ for the forward one) is reused for
     the result when ``overwrite`` and its dtype and memory order allow; see
     ``chol_rev``'s ``overwrite_l_bar``.  Otherwise the result goes to
     ``out`` when given and it fits the same way, else to a new array.
+    ``threads`` is the caller's thread setting, for the copy of X.
     """
     n = L.shape[-1]
     if n == 0:
@@ -40,7 +41,7 @@ def run_one(sweep, L, X, dtype, lower, block_size=None, overwrite=False, out=Non
     stored_L, transposed = view
 
     out = _result_array(L, X, dtype, transposed, overwrite, out)
-    copy_triangle(out, X, lower)
+    copy_triangle(out, X, lower, threads)
     upper = (not lower) != transposed
     nb = min(block_size or _sweep.default_block_size(n), n)
     W = np.empty((nb, nb), dtype=dtype, order="F")

@@ -12,9 +12,10 @@ import operator
 import numpy as np
 
 from ._operands import bad_blas_layout, lower_mask
+from ._threads import batch_worker_count, parallel_map
 
 __all__ = ["as_input_array", "result_dtype", "check_pair", "check_count",
-           "blas_view", "row_blocks", "check_finite_triangle", "check_factor_diagonal",
+           "blas_view", "row_blocks", "over_row_blocks", "check_finite_triangle", "check_factor_diagonal",
            "copy_triangle"]
 
 _SUPPORTED = frozenset(np.dtype(t) for t in (np.float32, np.float64, np.complex64, np.complex128))
@@ -22,6 +23,8 @@ _SUPPORTED = frozenset(np.dtype(t) for t in (np.float32, np.float64, np.complex6
 # Row-block height for whole-matrix passes (copies, checks): keeps the
 # temporaries at O(N · 256) while the Python loop stays short.
 _PASS_ROWS = 256
+#: From this N, whole-matrix passes run on worker threads.
+PARALLEL_PASS_N = 1024
 
 
 def as_input_array(x, name):
@@ -100,11 +103,29 @@ def row_blocks(n):
         yield i0, min(i0 + _PASS_ROWS, n)
 
 
+def over_row_blocks(fn, n, threads=None):
+    """``fn(i0, i1)`` for every row strip of an N-row matrix; on worker threads for large N.
+
+    The passes over whole inputs (checks, copies) are memory-bound and numpy
+    runs each on one core; at N = 4000 they would cost about a tenth of the
+    sweep's time at two threads if left serial.  Strips are dealt out in
+    turn, so each worker gets short and long rows of the triangle alike.
+    """
+    strips = list(row_blocks(n))
+    workers = batch_worker_count(threads, len(strips)) if n >= PARALLEL_PASS_N else 1
+    if workers == 1:
+        for i0, i1 in strips:
+            fn(i0, i1)
+        return
+    parallel_map(lambda group: [fn(i0, i1) for i0, i1 in group],
+                 [strips[w::workers] for w in range(workers)])
+
+
 def _where(name, batch_index):
     return name + ("[%s]" % ", ".join(map(str, batch_index)) if batch_index else "")
 
 
-def check_finite_triangle(a, name, lower):
+def check_finite_triangle(a, name, lower, threads=None):
     """ValueError if the triangle that will be read holds NaN or inf (of any matrix in a stack).
 
     A sum is finite only if every term is, so one reduction per row block
@@ -112,12 +133,13 @@ def check_finite_triangle(a, name, lower):
     (possibly a harmless overflow) is confirmed element by element.
     """
     v = a if lower else np.swapaxes(a, -1, -2)
-    for i0, i1 in row_blocks(v.shape[-1]):
+
+    def strip(i0, i1):
         rect, diag = v[..., i0:i1, :i0], v[..., i0:i1, i0:i1]
         mask = lower_mask(i1 - i0, False)
         with np.errstate(over="ignore", invalid="ignore"):
             if np.isfinite(rect.sum() + diag.sum(where=mask)):
-                continue
+                return
         ok = (np.isfinite(rect).all(axis=(-2, -1))
               & np.isfinite(np.where(mask, diag, 0)).all(axis=(-2, -1)))
         if not ok.all():
@@ -125,6 +147,8 @@ def check_finite_triangle(a, name, lower):
             raise ValueError("%s contains NaN or infinity in its %s triangle "
                              "(pass check_finite=False to skip this check)"
                              % (_where(name, index), "lower" if lower else "upper"))
+
+    over_row_blocks(strip, v.shape[-1], threads)
 
 
 def check_factor_diagonal(L, name="L"):
@@ -148,11 +172,12 @@ def check_factor_diagonal(L, name="L"):
         "and finite" % (_where(name, index), i, i, d[tuple(index) + (i,)]))
 
 
-def copy_triangle(dst, src, lower):
+def copy_triangle(dst, src, lower, threads=None):
     """dst ← the read triangle of src, exact zeros in the other (dst may be src).  2-D."""
     dv, sv = (dst, src) if lower else (dst.T, src.T)
     same = np.may_share_memory(dst, src)
-    for i0, i1 in row_blocks(dv.shape[0]):
+
+    def strip(i0, i1):
         d = dv[i0:i1, i0:i1]
         if same:
             np.copyto(d, 0, where=~lower_mask(i1 - i0, False))
@@ -161,3 +186,5 @@ def copy_triangle(dst, src, lower):
             d[...] = 0
             np.copyto(d, sv[i0:i1, i0:i1], where=lower_mask(i1 - i0, False))
         dv[i0:i1, i1:] = 0
+
+    over_row_blocks(strip, dv.shape[0], threads)

@@ -503,3 +503,19 @@ def test_alternative_diagonal_kernels_agree(upper):
         _sweep.rev_sweep(Matrix(stored_L, upper), Matrix(A, upper), 32, Matrix(W, upper),
                          kernel=kernel)
         assert rel_err(A.T if upper else A, expected) < 1e-12, kernel
+
+
+def test_large_matrix_passes_on_worker_threads():
+    # From N = 1024 the checks and copies run on worker threads: same results,
+    # same errors, unread triangle still ignored.
+    from blockchol._validation import PARALLEL_PASS_N
+    n = PARALLEL_PASS_N + 77
+    _, L, Lb = rev_case(n, seed=24)
+    Lg, Lbg = with_garbage(L, True), with_garbage(Lb, True)
+    serial = blockchol.chol_rev(Lg, Lbg, threads=1, symmetric=True)
+    for t in (2, 3):
+        assert rel_err(blockchol.chol_rev(Lg, Lbg, threads=t, symmetric=True), serial) < 1e-13
+    assert rel_err(serial, blockchol.chol_rev(L, Lb, symmetric=True)) < 1e-13
+    Lbg[n - 5, 700] = np.inf
+    with pytest.raises(ValueError, match="L_bar contains NaN or infinity"):
+        blockchol.chol_rev(Lg, Lbg, threads=2)
