@@ -69,7 +69,9 @@ def _stacked(direction, L, X, dtype, lower, shape, count, block_size, overwrite,
     conj = not lower and np.dtype(dtype).kind == "c"
     out = np.empty((count, n, n), dtype) if target is None else X
     kernel = _stacked_mod.rev_chunk if direction == "rev" else _stacked_mod.fwd_chunk
-    m = _stacked_mod.chunk_size(n, dtype)
+    # Chunks of at most CHUNK_BYTES per array, and at least one per worker.
+    workers = batch_worker_count(threads, count)
+    m = min(_stacked_mod.chunk_size(n, dtype), 1 << (-(-count // workers) - 1).bit_length())
     nb = min(block_size or _stacked_mod.block_size_for(n), n)
     chunks = [(i, min(i + m, count)) for i in range(0, count, m)]
 
@@ -79,7 +81,7 @@ def _stacked(direction, L, X, dtype, lower, shape, count, block_size, overwrite,
             chunk_out = out[i0:i1]
             kernel(ws, L[i0:i1], chunk_out if out is X else X[i0:i1], chunk_out, nb, conj)
 
-    workers = batch_worker_count(threads, len(chunks))
+    workers = min(workers, len(chunks))
     edges = np.linspace(0, len(chunks), workers + 1).astype(int)
     spans = list(zip(edges[:-1], edges[1:]))
     if workers > 1:
@@ -92,7 +94,7 @@ def _stacked(direction, L, X, dtype, lower, shape, count, block_size, overwrite,
     if not lower:
         out = np.swapaxes(out, -1, -2)
         if conj:
-            np.conjugate(out, out=out)
+            out[...] = out.conj()      # a strided view: no in-place unary ufunc (see _stacked)
     return out.reshape(shape) if target is None else given
 
 

@@ -112,8 +112,8 @@ def _load(ws, L, X, out, conj):
         out[...] = 0
         np.copyto(out, X, where=ws.tri)
     if conj:
-        np.conjugate(Lw, out=Lw)
-        np.conjugate(out, out=out)
+        np.conjugate(Lw, out=Lw)             # contiguous
+        out[...] = out.conj()                # out may be a strided view (see _base_inverse)
     return Lw
 
 
@@ -232,12 +232,15 @@ def _base_inverse(B, X):
     vector operation over all blocks: X[i, :i] = −x_ii Σ_k B[i, k] X[k, :i].
     """
     for i in range(1, B.shape[0]):
-        row = X[i, :i]
-        np.multiply(B[i, 0], X[0, :i], out=row)
+        acc = B[i, 0] * X[0, :i]
         for k in range(1, i):
-            row += B[i, k] * X[k, :i]
-        row *= X[i, i]
-        np.negative(row, out=row)
+            acc += B[i, k] * X[k, :i]
+        acc *= X[i, i]
+        # Negate the fresh temporary, not the strided view: numpy 2.4.6's
+        # np.negative(v, out=v) writes wrong values for some single-column
+        # views (notes.md, "Known limits").
+        np.negative(acc, out=acc)
+        X[i, :i] = acc
 
 
 def _diagonal(a):

@@ -355,3 +355,16 @@ def test_ill_conditioned_stack_no_worse_than_unblocked():
     # Forward mode: the stacked closed form against the blocked sweep.
     looped = blockchol.chol_fwd(Ls, Lbs, block_size=8)
     assert rel_err(fwd, looped) < 1e-8
+
+
+@pytest.mark.parametrize("n", [1, 4, 9, 20])
+def test_stack_chunks_and_workers(n):
+    # Chunks are shared among worker threads and the last one is usually
+    # short: every count and thread setting must give the per-matrix answers.
+    L, X = stack_case((9,), n, np.float64, seed=n)
+    expected = {fn: per_matrix(fn, L, X) for fn in (blockchol.chol_rev, blockchol.chol_fwd)}
+    for count in range(1, 10):
+        for threads in (1, 2, 3):
+            for fn, exp in expected.items():
+                got = fn(L[:count], X[:count], threads=threads)
+                assert rel_err(got, exp[:count]) < 1e-12, (fn.__name__, count, threads)
