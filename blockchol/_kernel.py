@@ -17,7 +17,7 @@ Reverse kernels (``symbolic``, ``level2``):
 The forward kernel ``symbolic_fwd`` is documented where it stands.
 
 Which kernel is used, and why, is recorded in notes.md: ``symbolic`` (the
-default) costs four level-3 calls per block; ``level2`` is Murray's
+default) costs three level-3 calls per block; ``level2`` is Murray's
 unblocked column loop, kept for comparison.
 """
 

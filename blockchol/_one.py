@@ -33,10 +33,12 @@ def run_one(sweep, L, X, dtype, lower, block_size=None, overwrite=False, out=Non
     n = L.shape[-1]
     if n == 0:
         return np.zeros((0, 0), dtype)
-    # L is only read: use it where it lies if BLAS can address it.
+    # L is only read: use it where it lies if BLAS can address it; else copy
+    # it once, in X's memory order so that X can still hold the result.
     view = blas_view(L) if L.dtype == dtype else None
     if view is None:
-        L = np.ascontiguousarray(L, dtype=dtype)
+        x_view = blas_view(X)
+        L = np.array(L, dtype=dtype, order="F" if x_view and not x_view[1] else "C")
         view = blas_view(L)
     stored_L, transposed = view
 

@@ -27,7 +27,7 @@ factorization's N³/3.
 import numpy as np
 
 from . import _kernel
-from ._operands import gemm, lower_mask, phi_mask, real_diagonal, trsm
+from ._operands import Matrix, gemm, lower_mask, phi_mask, real_diagonal, trsm
 
 
 def rev_sweep(L, A, block_size, W, kernel=_kernel.symbolic):
@@ -91,12 +91,9 @@ def fwd_sweep(L, T, block_size, W):
 def recursive_kernel(inner_block_size):
     """A diagonal kernel that runs this sweep again on the block (two-level blocking)."""
     def kernel(D, Db, W):
-        n = Db.rows
-        sub = type(D.matrix)
-        Dm = sub(D.stored, D.upper)
-        Dbm = sub(Db.stored, Db.upper)
         inner = np.empty((inner_block_size, inner_block_size), dtype=W.stored.dtype, order="F")
-        rev_sweep(Dm, Dbm, min(inner_block_size, max(n, 1)), sub(inner, W.upper),
+        rev_sweep(Matrix(D.stored, D.upper), Matrix(Db.stored, Db.upper),
+                  min(inner_block_size, max(Db.rows, 1)), Matrix(inner, W.upper),
                   kernel=_kernel.level2)
         _kernel.symmetrize(Db)
     return kernel

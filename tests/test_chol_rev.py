@@ -519,3 +519,12 @@ def test_large_matrix_passes_on_worker_threads():
     Lbg[n - 5, 700] = np.inf
     with pytest.raises(ValueError, match="L_bar contains NaN or infinity"):
         blockchol.chol_rev(Lg, Lbg, threads=2)
+
+
+def test_copied_factor_follows_l_bar_order_so_overwrite_still_applies():
+    _, L, Lb = rev_case(40, seed=25)
+    expected = blockchol.chol_rev(L, Lb)
+    strided_L = layouts(L)["strided"]             # must be copied
+    work = np.asfortranarray(Lb)
+    out = blockchol.chol_rev(strided_L, work, overwrite_l_bar=True)
+    assert out is work and rel_err(out, expected) < 1e-13
