@@ -14,8 +14,8 @@ import numpy as np
 from ._operands import bad_blas_layout, lower_mask
 from ._threads import batch_worker_count, parallel_map
 
-__all__ = ["as_input_array", "result_dtype", "check_pair", "check_count",
-           "blas_view", "row_blocks", "over_row_blocks", "check_finite_triangle", "check_factor_diagonal",
+__all__ = ["as_input_array", "result_dtype", "check_pair", "check_count", "blas_view",
+           "row_blocks", "over_row_blocks", "check_finite_triangle", "check_factor_diagonal",
            "copy_triangle"]
 
 _SUPPORTED = frozenset(np.dtype(t) for t in (np.float32, np.float64, np.complex64, np.complex128))
