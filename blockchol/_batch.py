@@ -39,7 +39,7 @@ def _loop(direction, L, X, dtype, lower, shape, block_size, overwrite, threads):
     Ls, Xs = np.broadcast_to(L, shape), np.broadcast_to(X, shape)
     # Results go straight into their slot of the output when its layout
     # suits BLAS; overwriting X is allowed only where X is not broadcast.
-    reuse = overwrite and X.shape == shape and X.dtype == dtype
+    reuse = overwrite and _overwritable(X, L, shape, dtype)
     out = X if reuse else np.empty(shape, dtype)
     with blas_threads(threads):
         for index in np.ndindex(shape[:-2]):
@@ -98,10 +98,15 @@ def _stacked(direction, L, X, dtype, lower, shape, count, block_size, overwrite,
     return out.reshape(shape) if target is None else given
 
 
+def _overwritable(X, L, shape, dtype):
+    """Whether X may hold the result: the result's shape and dtype, writeable, apart from L."""
+    return (X.shape == shape and X.dtype == dtype and X.flags.writeable
+            and not np.may_share_memory(L, X))
+
+
 def _in_place_view(X, L, shape, dtype, count):
     """X as a (count, N, N) view to overwrite, or None where overwriting is not allowed."""
-    if X.shape != shape or X.dtype != dtype or not X.flags.writeable \
-            or np.may_share_memory(L, X):
+    if not _overwritable(X, L, shape, dtype):
         return None
     view = X.view()
     try:

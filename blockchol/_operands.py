@@ -215,5 +215,6 @@ def real_diagonal(a):
 
 
 def herm(a):
-    """The conjugate transpose of ``a`` (a view for real data)."""
-    return a.conj().T if np.iscomplexobj(a) else a.T
+    """The conjugate transpose of ``a``, or of each matrix of a stack (a view for real data)."""
+    t = np.swapaxes(a, -1, -2)
+    return t.conj() if np.iscomplexobj(a) else t

@@ -27,7 +27,7 @@ import threading
 
 import numpy as np
 
-from ._operands import real_diagonal
+from ._operands import herm, lower_mask, phi_mask, real_diagonal
 
 __all__ = ["rev_chunk", "fwd_chunk", "chunk_size", "workspace", "block_size_for"]
 
@@ -53,18 +53,6 @@ def block_size_for(n):
     return 16 if n <= 48 else 32 if n <= 160 else 64
 
 
-def _herm(a):
-    """Conjugate transpose of a stack (a view for real data)."""
-    t = np.swapaxes(a, -1, -2)
-    return t.conj() if np.iscomplexobj(a) else t
-
-
-def _phi_mask(k, dtype):
-    mask = np.tri(k, dtype=np.zeros(0, dtype).real.dtype)
-    mask[np.diag_indices(k)] = 0.5
-    return mask
-
-
 class Workspace:
     """One thread's buffers for chunks of ``m`` N×N matrices of one dtype."""
 
@@ -72,8 +60,8 @@ class Workspace:
         self.key = (m, n, np.dtype(dtype))
         self.m, self.dtype = m, np.dtype(dtype)
         self.L = np.zeros((m, n, n), dtype)    # the factors' lower triangles, zeros above
-        self.tri = np.tri(n, dtype=bool)
-        self._inverses, self._masks = {}, {}
+        self.tri = lower_mask(n, False)
+        self._inverses = {}
 
     def inverse(self, k):
         """The :class:`TriInverse` for k×k diagonal blocks."""
@@ -83,9 +71,7 @@ class Workspace:
 
     def masks(self, k):
         """(lower-triangle bool mask, Φ multiplier) for k×k blocks."""
-        if k not in self._masks:
-            self._masks[k] = (np.tri(k, dtype=bool), _phi_mask(k, self.dtype))
-        return self._masks[k]
+        return lower_mask(k, False), phi_mask(k, False, np.zeros(0, self.dtype).real.dtype)
 
 
 def workspace(m, n, dtype):
@@ -132,14 +118,14 @@ def rev_chunk(ws, L, Lb, out, nb, conj=False):
             if j:
                 Bb = A[:, k:, :j]
                 Bb -= Cb @ L[:, j:k, :j]                       # B̄ ← B̄ − C̄ R
-            np.subtract(Db, _herm(Cb) @ C, out=Db, where=tri)  # D̄ ← D̄ − tril(C̄ᴴ C)
-        P = _herm(D) @ Db                                      # closed form on the block:
+            np.subtract(Db, herm(Cb) @ C, out=Db, where=tri)  # D̄ ← D̄ − tril(C̄ᴴ C)
+        P = herm(D) @ Db                                      # closed form on the block:
         P *= phi                                               #   P = Φ(Dᴴ D̄)
-        np.matmul(_herm(Di), (P + _herm(P)) @ Di, out=Db)      #   X = D⁻ᴴ (P + Pᴴ) D⁻¹
+        np.matmul(herm(Di), (P + herm(P)) @ Di, out=Db)      #   X = D⁻ᴴ (P + Pᴴ) D⁻¹
         if j:
             # R̄ ← R̄ − C̄ᴴ B − X R, as one product [X; C̄]ᴴ [R; B]
             Rb = A[:, j:k, :j]
-            Rb -= _herm(A[:, j:, j:k]) @ L[:, j:, :j]
+            Rb -= herm(A[:, j:, j:k]) @ L[:, j:, :j]
         Db *= phi                                              # D̄ = Φ(X)
         real_diagonal(Db)
 
@@ -155,19 +141,19 @@ def fwd_chunk(ws, L, Kd, out, nb, conj=False):
         Di = ws.inverse(k - j)(D)
         if j:
             panel = T[:, j:, j:k]                              # [K̇_DD; K̇_CD]
-            panel -= T[:, j:, :j] @ _herm(L[:, j:k, :j])       #   − [Ṙ; Ḃ] Rᴴ
-            panel -= L[:, j:, :j] @ _herm(T[:, j:k, :j])       #   − [R; B] Ṙᴴ
+            panel -= T[:, j:, :j] @ herm(L[:, j:k, :j])       #   − [Ṙ; Ḃ] Rᴴ
+            panel -= L[:, j:, :j] @ herm(T[:, j:k, :j])       #   − [R; B] Ṙᴴ
         Dd = T[:, j:k, j:k]
         Z = Dd * phi
-        Z += _herm(Z)                                          # Ż, Hermitian from its lower triangle
-        X = Di @ Z @ _herm(Di)                                 # D⁻¹ Ż D⁻ᴴ
+        Z += herm(Z)                                          # Ż, Hermitian from its lower triangle
+        X = Di @ Z @ herm(Di)                                 # D⁻¹ Ż D⁻ᴴ
         X *= phi
         real_diagonal(X)
         np.matmul(D, X, out=Dd)                                # Ḋ = D Φ(...), zeros above
         if k < n:
             Cd = T[:, k:, j:k]
-            Cd -= L[:, k:, j:k] @ _herm(Dd)                    # Y − C Ḋᴴ
-            Cd[...] = Cd @ _herm(Di)                           # Ċ = (...) D⁻ᴴ
+            Cd -= L[:, k:, j:k] @ herm(Dd)                    # Y − C Ḋᴴ
+            Cd[...] = Cd @ herm(Di)                           # Ċ = (...) D⁻ᴴ
 
 
 class TriInverse:
@@ -184,7 +170,7 @@ class TriInverse:
     def __init__(self, m, k, dtype):
         self.k = k
         size = 1 << max(k - 1, 0).bit_length()
-        self.tri = np.tri(k, dtype=bool)
+        self.tri = lower_mask(k, False)
         self.L = np.zeros((m, size, size), dtype)
         pad = np.arange(k, size)
         self.L[:, pad, pad] = 1

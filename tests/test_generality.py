@@ -337,6 +337,11 @@ def test_stack_inputs_untouched_and_overwrite(n, lower, dtype):
     Xb = X[0].copy()
     out = blockchol.chol_rev(L, Xb, lower=lower, overwrite_l_bar=True)
     assert out is not Xb and np.array_equal(Xb, X0[0])
+    # Nor a read-only one.
+    ro = X.copy()
+    ro.flags.writeable = False
+    out = blockchol.chol_rev(L, ro, lower=lower, overwrite_l_bar=True)
+    assert out is not ro and rel_err(out, expected) < 1e-14
 
 
 def test_ill_conditioned_stack_no_worse_than_unblocked():
