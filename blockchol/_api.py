@@ -1,32 +1,32 @@
-"""Public entry points: validate, then dispatch to one matrix or a stack."""
+"""Public entry points: check and resolve the arguments into a plan, then carry it out."""
+
+import warnings
 
 import numpy as np
 
 from . import _batch, _one
-from ._threads import blas_threads
-from ._validation import (as_input_array, check_count, check_factor_diagonal,
-                          check_finite_triangle, check_pair, over_row_blocks, result_dtype)
+from ._plan import make_plan
+from ._threads import blas_limit
 
 __all__ = ["chol_rev", "chol_fwd", "backprop_gradient"]
 
 
-def chol_rev(L, L_bar, *, lower=True, symmetric=False, block_size=None,
+def chol_rev(L, L_bar, *, lower=True, symmetric=False, method="closed", block_size=None,
              overwrite_l_bar=False, check_finite=True, threads=None):
     """Reverse-mode derivative of the Cholesky factorization: ∂f/∂K from ∂f/∂L.
 
     Given the factor of a Hermitian positive definite K and the gradient of
     a real scalar f with respect to that factor, return the gradient of f
-    with respect to K, by a blocked sweep whose work is level-3 BLAS
-    (Murray 2016, arXiv:1602.07527).
+    with respect to K.
 
     Parameters
     ----------
     L : (..., N, N) array_like
-        Cholesky factor, or a stack of them. With ``lower=True``,
-        K = L Lᴴ and only the lower triangle is read; with ``lower=False``,
-        L is the upper factor U with K = Uᴴ U (``scipy.linalg.cholesky``'s
-        default) and only the upper triangle is read.  The diagonal must be
-        real and positive.
+        Cholesky factor, or a stack of them.  With ``lower=True``, K = L Lᴴ
+        and only the lower triangle is read; with ``lower=False``, L is the
+        upper factor U with K = Uᴴ U (``scipy.linalg.cholesky``'s default)
+        and only the upper triangle is read.  The diagonal must be real and
+        positive.
     L_bar : (..., N, N) array_like
         ∂f/∂L; only the same triangle as for `L` is read.  The leading
         (batch) dimensions of `L` and `L_bar` broadcast against each other.
@@ -34,20 +34,25 @@ def chol_rev(L, L_bar, *, lower=True, symmetric=False, block_size=None,
         Whether `L` is the lower (default) or upper factor.
     symmetric : bool, optional
         Output convention; see Returns.
+    method : {"closed", "sweep"}, optional
+        ``"closed"`` (default): the closed form with two full triangular
+        solves, 7N³/3 flops, as accurate as torch's and jax's float64
+        gradients on ill-conditioned kernel matrices.  ``"sweep"``: the
+        blocked sweep of level-3 BLAS calls (Murray 2016), 2N³/3 flops and
+        2-3× faster, but on ill-conditioned factors (GP kernel matrices
+        with jitter 1e-6 and below) 10²-10⁴× less accurate; fine for
+        well-conditioned ones.  Measurements in notes.md.
     block_size : int, optional
-        Width of the diagonal blocks.  None (default) chooses from N
-        (measurements in notes.md).  Any value gives the same result up to
-        rounding.
+        Block width of the sweep, or row-block height of the closed form's
+        triangular products.  None (default) chooses from N.  Any value
+        gives the same result up to rounding.
     overwrite_l_bar : bool, optional
-        Allow the result to be written over `L_bar`.  It is when `L_bar`
-        already has the result's dtype and shape (no broadcasting), is
-        writeable and does not overlap `L`, and: for a single matrix, or a
-        stack with N > 256, each matrix of `L_bar` has the same memory order
-        as `L`'s (both C- or both Fortran-ordered, leading dimensions free);
-        for a stack with N ≤ 256, its batch dimensions can be merged without
-        a copy.  The returned array is then `L_bar`; otherwise it is a new
-        array and `L_bar` is untouched.  Extra memory with overwrite is
-        O(N · block_size) for a single matrix.
+        Allow the result to be written over `L_bar`, which may improve
+        performance.  It is, and `L_bar` itself is returned, when `L_bar` is
+        a writeable ndarray with the result's dtype and shape (no
+        broadcasting), overlaps neither `L` nor itself, and has `L`'s memory
+        order (each matrix row- or column-major like L's); otherwise `L_bar`
+        is untouched and a new array is returned.  Use the return value.
     check_finite : bool, optional
         Check that the read triangles hold no NaN or infinity (default).
         Disabling it saves a pass over the inputs; non-finite inputs then
@@ -55,8 +60,8 @@ def chol_rev(L, L_bar, *, lower=True, symmetric=False, block_size=None,
     threads : int, optional
         Limit the BLAS thread pools to this many threads for this call
         (through threadpoolctl), restoring them afterwards; for stacks of
-        small matrices, the number of worker threads.  None (default) uses
-        the pools as they are.
+        small matrices, the number of worker threads times BLAS threads.
+        None (default) leaves the pools as they are.
 
     Returns
     -------
@@ -69,20 +74,25 @@ def chol_rev(L, L_bar, *, lower=True, symmetric=False, block_size=None,
         df = Re Σ_ij conj(S_ij) dK_ij for Hermitian dK -- the convention of
         torch and jax.  dtype is ``np.result_type(L, L_bar, float32)`` with
         integers and booleans counted as float64; the shape is the broadcast
-        shape.  For a single matrix the result has `L`'s memory order (C or
-        Fortran).
+        shape.  A single matrix's result has `L`'s memory order.
 
     Raises
     ------
     ValueError
         Shapes that are not square, do not match or do not broadcast; NaN or
-        infinity in the read triangles (with ``check_finite``); block_size or
-        threads < 1.
+        infinity in the read triangles (with ``check_finite``); an unknown
+        method; block_size or threads < 1, or threads > 65536.
     TypeError
         Non-numeric or unsupported dtypes.
     numpy.linalg.LinAlgError
         A diagonal entry of `L` that is not real, positive and finite.
     Errors about a stack name the offending matrix's batch index.
+
+    Warns
+    -----
+    RuntimeWarning
+        When entries of the gradient exceed the dtype's range (a factor with
+        a tiny diagonal entry): they are ±inf, the rest is accurate.
 
     See Also
     --------
@@ -92,8 +102,7 @@ def chol_rev(L, L_bar, *, lower=True, symmetric=False, block_size=None,
     -----
     For a loss f(L), df = Re Σ conj(L̄_ij) dL_ij.  The derivative of the
     factorization is L̇ = L Φ(L⁻¹ K̇ L⁻ᴴ), Φ taking the lower triangle with
-    the diagonal halved, so K̄ = Φ(L⁻ᴴ (P + Pᴴ) L⁻¹) with P = Φ(Lᴴ L̄).  The
-    sweep computes this in 2N³/3 flops, about twice the factorization.
+    the diagonal halved, so K̄ = Φ(L⁻ᴴ (P + Pᴴ) L⁻¹) with P = Φ(Lᴴ L̄).
     For complex factors the imaginary part of L̄'s diagonal does not
     matter (the factor's diagonal is real) and G's diagonal is real.
 
@@ -102,25 +111,28 @@ def chol_rev(L, L_bar, *, lower=True, symmetric=False, block_size=None,
     >>> import numpy as np, blockchol
     >>> K = np.array([[4.0, 2.0], [2.0, 3.0]])
     >>> L = np.linalg.cholesky(K)
-    >>> blockchol.chol_rev(L, np.eye(2))   # gradient of f = trace(L)
-    array([[ 0.375     ,  0.        ],
-           [-0.35355339,  0.35355339]])
+    >>> G = blockchol.chol_rev(L, np.eye(2))   # gradient of f = trace(L)
+    >>> G
+    array([[ 0.33838835,  0.        ],
+           [-0.1767767 ,  0.35355339]])
+
+    It is the gradient over the lower triangle: a step dK there changes f
+    by Σ G ⊙ dK.
+
+    >>> dK = np.array([[0.0, 0.0], [1e-6, 0.0]])
+    >>> f = lambda K: np.trace(np.linalg.cholesky(K))
+    >>> bool(np.isclose((f(K + dK + dK.T) - f(K)) / 1e-6, G[1, 0], rtol=1e-4))
+    True
     """
-    L, L_bar, dtype, batch, block_size, threads = _prepare(
-        L, L_bar, ("L", "L_bar"), lower, check_finite, block_size, threads)
-    if batch:
-        out = _batch.run_batch("rev", L, L_bar, dtype, lower, batch, block_size,
-                               overwrite_l_bar, threads)
-    else:
-        with blas_threads(threads):
-            out = _one.run_one(_one.REV, L, L_bar, dtype, lower, block_size, overwrite_l_bar,
-                               threads=threads)
-    if symmetric:
-        _symmetrize(out, lower, threads)
-    return out
+    plan, L, X = make_plan("rev", L, L_bar, ("L", "L_bar"), lower=lower, symmetric=symmetric,
+                           method=method, block_size=block_size, overwrite=overwrite_l_bar,
+                           check_finite=check_finite, threads=threads)
+    out = _run(plan, L, X)
+    return L_bar if plan.overwrite else out
 
 
-def chol_fwd(L, K_dot, *, lower=True, block_size=None, check_finite=True, threads=None):
+def chol_fwd(L, K_dot, *, lower=True, method="closed", block_size=None, check_finite=True,
+             threads=None):
     """Forward-mode derivative of the Cholesky factorization: L̇ from K̇.
 
     Parameters
@@ -133,8 +145,9 @@ def chol_fwd(L, K_dot, *, lower=True, block_size=None, check_finite=True, thread
         A Hermitian tangent K̇ of K, of which only the read triangle is used
         (the other is taken as its conjugate transpose; the imaginary part
         of the diagonal is ignored).  Leading dimensions broadcast with L's.
-    lower, block_size, check_finite, threads
-        As in :func:`chol_rev`.
+    lower, method, block_size, check_finite, threads
+        As in :func:`chol_rev`; ``"closed"`` is L Φ(L⁻¹ K̇ L⁻ᴴ) with two
+        full triangular solves, ``"sweep"`` the blocked forward sweep.
 
     Returns
     -------
@@ -149,62 +162,46 @@ def chol_fwd(L, K_dot, *, lower=True, block_size=None, check_finite=True, thread
     ------
     As :func:`chol_rev`.
 
-    Notes
-    -----
-    Blocked left to right: per diagonal block two gemms update the panel,
-    the block itself takes the closed form, and the panel below one gemm
-    and one triangular solve -- 2N³/3 flops, like the reverse sweep.
-
     Examples
     --------
     >>> import numpy as np, blockchol
-    >>> L = np.linalg.cholesky(np.array([[4.0, 2.0], [2.0, 3.0]]))
-    >>> blockchol.chol_fwd(L, np.eye(2))   # d chol(K + t I)/dt at t = 0
+    >>> K = np.array([[4.0, 2.0], [2.0, 3.0]])
+    >>> L = np.linalg.cholesky(K)
+    >>> L_dot = blockchol.chol_fwd(L, np.eye(2))   # d chol(K + t I)/dt at t = 0
+    >>> L_dot
     array([[ 0.25      ,  0.        ],
-           [-0.25      ,  0.35355339]])
+           [-0.125     ,  0.44194174]])
+    >>> t = 1e-7
+    >>> bool(np.allclose((np.linalg.cholesky(K + t * np.eye(2)) - L) / t, L_dot, atol=1e-6))
+    True
     """
-    L, K_dot, dtype, batch, block_size, threads = _prepare(
-        L, K_dot, ("L", "K_dot"), lower, check_finite, block_size, threads)
-    if batch:
-        return _batch.run_batch("fwd", L, K_dot, dtype, lower, batch, block_size, False, threads)
-    with blas_threads(threads):
-        return _one.run_one(_one.FWD, L, K_dot, dtype, lower, block_size, threads=threads)
+    plan, L, X = make_plan("fwd", L, K_dot, ("L", "K_dot"), lower=lower, symmetric=False,
+                           method=method, block_size=block_size, overwrite=False,
+                           check_finite=check_finite, threads=threads)
+    return _run(plan, L, X)
 
 
 def backprop_gradient(df_dL, L):
     """Drop-in for ``GPy.util.choleskies.backprop_gradient(dL, L)``.
 
-    Returns the lower-triangular ∂f/∂K (Smith's convention) for K = L Lᵀ,
-    given ``df_dL`` = ∂f/∂L; only the lower triangles are read.  Same as
-    ``chol_rev(L, df_dL)``.
+    Returns the lower-triangular ∂f/∂K (Smith's convention, GPy's) for
+    K = L Lᵀ, given ``df_dL`` = ∂f/∂L; only the lower triangles are read.
+    Same as ``chol_rev(L, df_dL)``, so it takes the accurate closed form.
     """
     return chol_rev(L, df_dL)
 
 
-def _prepare(L, X, names, lower, check_finite, block_size, threads):
-    """Everything checked, in the order the errors are documented."""
-    L = as_input_array(L, names[0])
-    X = as_input_array(X, names[1])
-    batch = check_pair(L, X, names)
-    block_size = check_count(block_size, "block_size")
-    threads = check_count(threads, "threads")
-    dtype = result_dtype(L, X)
-    if check_finite:
-        check_finite_triangle(L, names[0], lower, threads)
-        check_finite_triangle(X, names[1], lower, threads)
-    check_factor_diagonal(L, names[0])
-    return L, X, dtype, batch, block_size, threads
-
-
-def _symmetrize(A, lower, threads):
-    """In place: triangular G → Hermitian S (S_ij = G_ij/2 off the diagonal, S_ii = G_ii)."""
-    v = A if lower else np.swapaxes(A, -1, -2)
-
-    def strip(i0, i1):      # writes rows i0:i1 below the diagonal and columns i0:i1 above
-        below = v[..., i0:i1, :i0]
-        below *= 0.5
-        v[..., :i0, i0:i1] = np.swapaxes(below, -1, -2).conj()
-        d = v[..., i0:i1, i0:i1]
-        d[...] = 0.5 * (d + np.swapaxes(d, -1, -2).conj())
-
-    over_row_blocks(strip, v.shape[-1], threads)
+def _run(plan, L, X):
+    if plan.path == "empty":
+        return np.zeros(plan.shape, plan.dtype)
+    with blas_limit(plan.blas_threads):
+        out = _one.run(plan, L, X) if plan.path == "one" else _batch.run(plan, L, X)
+    if plan.scale_exp:
+        overflowed = int(np.isinf(out).sum())
+        if overflowed:
+            dmin = np.abs(np.diagonal(L, axis1=-2, axis2=-1)).min()
+            warnings.warn("the %s overflows %s in %d entries, which are ±inf (the factor's "
+                          "smallest diagonal entry is %.3g); the other entries are finite"
+                          % ("gradient" if plan.direction == "rev" else "derivative",
+                             plan.dtype.name, overflowed, dmin), RuntimeWarning, stacklevel=3)
+    return out

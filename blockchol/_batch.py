@@ -1,116 +1,74 @@
-"""Stacks of matrices: broadcasting, and the two ways through a stack.
+"""Stacks of matrices: the two ways through a stack, as the plan decided.
 
-Large matrices go one at a time through the blocked sweep (``_loop``), which
-keeps a multithreaded BLAS busy.  Small and medium ones would spend their
-time in per-call overhead that way, so they go through the same sweeps
-written with stacked array operations (``_stacked``, :mod:`._stacked`), a
-chunk of matrices per operation, the chunks shared among worker threads:
-numpy releases the GIL inside its loops and products, so they run in
-parallel.  The crossover is measured in notes.md.
+Large matrices (``path == "loop"``) go one at a time through :mod:`._one`,
+which keeps a multithreaded BLAS busy.  Small and medium ones
+(``path == "stacked"``) go through the stacked operations of
+:mod:`._stacked`, a chunk of matrices per operation, the chunks shared
+among the plan's worker threads (numpy releases the GIL inside its loops
+and products, so they run in parallel).  The crossover is measured in
+notes.md.
 """
 
 import numpy as np
 
-from . import _one
-from . import _stacked as _stacked_mod
-from ._threads import batch_worker_count, blas_threads, parallel_map
+from . import _one, _stacked
+from ._threads import parallel_map
 
-__all__ = ["STACK_MAX_N", "run_batch"]
-
-#: Largest N processed with stacked operations (:mod:`._stacked`).
-STACK_MAX_N = 256
+__all__ = ["run"]
 
 
-def run_batch(direction, L, X, dtype, lower, batch_shape, block_size, overwrite, threads):
-    """The result for every matrix of the broadcast stack, shape ``batch_shape + (N, N)``."""
-    n = L.shape[-1]
-    shape = batch_shape + (n, n)
-    count = int(np.prod(batch_shape, dtype=np.int64))
-    if count == 0 or n == 0:
-        return np.zeros(shape, dtype)
-    if n <= STACK_MAX_N:
-        return _stacked(direction, L, X, dtype, lower, shape, count, block_size, overwrite,
-                        threads)
-    return _loop(direction, L, X, dtype, lower, shape, block_size, overwrite, threads)
+def run(plan, L, X):
+    """The result for every matrix of the broadcast stack, shape ``plan.shape``."""
+    if plan.path == "loop":
+        return _loop(plan, L, X)
+    return _stack(plan, L, X)
 
 
-def _loop(direction, L, X, dtype, lower, shape, block_size, overwrite, threads):
-    sweep = _one.REV if direction == "rev" else _one.FWD
-    Ls, Xs = np.broadcast_to(L, shape), np.broadcast_to(X, shape)
-    # Results go straight into their slot of the output when its layout
-    # suits BLAS; overwriting X is allowed only where X is not broadcast.
-    reuse = overwrite and _overwritable(X, L, shape, dtype)
-    out = X if reuse else np.empty(shape, dtype)
-    with blas_threads(threads):
-        for index in np.ndindex(shape[:-2]):
-            target = out[index]
-            res = _one.run_one(sweep, Ls[index], Xs[index], dtype, lower, block_size,
-                               overwrite=reuse, out=target)
-            if res is not target:
-                target[...] = res
+def _loop(plan, L, X):
+    Ls, Xs = np.broadcast_to(L, plan.shape), np.broadcast_to(X, plan.shape)
+    out = X if plan.overwrite else np.empty(plan.shape, plan.dtype)
+    for index in np.ndindex(plan.shape[:-2]):
+        _one.run(plan, Ls[index], Xs[index], target=out[index])
     return out
 
 
-# --------------------------------------------------------------------------
-# The stacked path
-
-
-def _stacked(direction, L, X, dtype, lower, shape, count, block_size, overwrite, threads):
-    """The stacked sweeps, chunk by chunk; X's memory holds the result when overwriting."""
-    n = shape[-1]
-    given = X
-    target = _in_place_view(X, L, shape, dtype, count) if overwrite else None
-    L = np.broadcast_to(L, shape).reshape(count, n, n)
-    X = np.broadcast_to(X, shape).reshape(count, n, n) if target is None else target
-    if not lower:
-        # The upper factor U is Lᴴ: read the transposes and conjugate on loading;
-        # the result is then converted back at the end.
-        L, X = np.swapaxes(L, -1, -2), np.swapaxes(X, -1, -2)
-    conj = not lower and np.dtype(dtype).kind == "c"
-    out = np.empty((count, n, n), dtype) if target is None else X
-    kernel = _stacked_mod.rev_chunk if direction == "rev" else _stacked_mod.fwd_chunk
-    # Chunks of at most CHUNK_BYTES per array, and at least one per worker.
-    workers = batch_worker_count(threads, count)
-    m = min(_stacked_mod.chunk_size(n, dtype), 1 << (-(-count // workers) - 1).bit_length())
-    nb = min(block_size or _stacked_mod.block_size_for(n), n)
-    chunks = [(i, min(i + m, count)) for i in range(0, count, m)]
-
-    def run(span):
-        ws = _stacked_mod.workspace(m, n, dtype)
-        for i0, i1 in chunks[span[0]:span[1]]:
-            chunk_out = out[i0:i1]
-            kernel(ws, L[i0:i1], chunk_out if out is X else X[i0:i1], chunk_out, nb, conj)
-
-    workers = min(workers, len(chunks))
-    edges = np.linspace(0, len(chunks), workers + 1).astype(int)
-    spans = list(zip(edges[:-1], edges[1:]))
-    if workers > 1:
-        # The chunks are the parallelism; one BLAS thread each avoids oversubscription.
-        with blas_threads(1):
-            parallel_map(run, spans)
-    else:
-        with blas_threads(threads):
-            run(spans[0])
-    if not lower:
-        out = np.swapaxes(out, -1, -2)
-        if conj:
-            out[...] = out.conj()      # a strided view: no in-place unary ufunc (see _stacked)
-    return out.reshape(shape) if target is None else given
-
-
-def _overwritable(X, L, shape, dtype):
-    """Whether X may hold the result: the result's shape and dtype, writeable, apart from L."""
-    return (X.shape == shape and X.dtype == dtype and X.flags.writeable
-            and not np.may_share_memory(L, X))
-
-
-def _in_place_view(X, L, shape, dtype, count):
-    """X as a (count, N, N) view to overwrite, or None where overwriting is not allowed."""
-    if not _overwritable(X, L, shape, dtype):
-        return None
-    view = X.view()
+def _merged(a, count, n):
+    """``a`` as a (count, N, N) view, or None where that would need a copy."""
+    view = a.view()
     try:
-        view.shape = (count,) + shape[-2:]      # refuses where a copy would be needed
+        view.shape = (count, n, n)
     except AttributeError:
         return None
     return view
+
+
+def _stack(plan, L, X):
+    n, count, dtype = plan.n, plan.count, plan.dtype
+    Ls = np.broadcast_to(L, plan.shape).reshape(count, n, n)
+    Xs = np.broadcast_to(X, plan.shape).reshape(count, n, n)
+    merged = _merged(X, count, n) if plan.overwrite else None
+    out = merged if merged is not None else np.empty((count, n, n), dtype)
+    conj = False
+    if not plan.lower:
+        # The upper factor U is Lᴴ: read the transposes and conjugate on the way.
+        Ls, Xs, out_view = (np.swapaxes(a, -1, -2) for a in (Ls, Xs, out))
+        conj = dtype.kind == "c"
+    else:
+        out_view = out
+    m = min(_stacked.chunk_size(n, dtype), -(-count // plan.workers))
+    chunks = [(i, min(i + m, count)) for i in range(0, count, m)]
+    edges = np.linspace(0, len(chunks), min(plan.workers, len(chunks)) + 1).astype(int)
+
+    def run_span(span):
+        ws = _stacked.workspace(m, n, dtype)
+        for i0, i1 in chunks[span[0]:span[1]]:
+            _stacked.run_chunk(ws, plan.direction, plan.method, Ls[i0:i1], Xs[i0:i1],
+                               out_view[i0:i1], plan.block_size, plan.symmetric, conj,
+                               plan.scale_exp)
+
+    parallel_map(run_span, list(zip(edges[:-1], edges[1:])))
+    if plan.overwrite:
+        if merged is None:
+            X[...] = out.reshape(plan.shape)
+        return X
+    return out.reshape(plan.shape)

@@ -19,14 +19,11 @@ against its operands before the raw call, so an inconsistent call raises
 instead of letting BLAS read or write out of bounds.
 """
 
-import functools
-
 import numpy as np
 
 from ._blas import INT_MAX, routines
 
-__all__ = ["Matrix", "Block", "gemm", "trsm", "trmm",
-           "lower_mask", "phi_mask", "real_diagonal", "herm", "bad_blas_layout"]
+__all__ = ["Matrix", "Block", "gemm", "trsm", "trmm", "bad_blas_layout"]
 
 
 def bad_blas_layout(stored):
@@ -91,6 +88,10 @@ class Matrix:
             raise IndexError("internal error: block [%d:%d, %d:%d] outside a %dx%d matrix"
                              % (i0, i1, j0, j1, self.rows, self.cols))
         return Block(self, i0, i1, j0, j1)
+
+    def whole(self):
+        """The whole matrix as a :class:`Block`."""
+        return Block(self, 0, self.rows, 0, self.cols)
 
     def partition(self, j, k):
         """The partition around the diagonal block [j, k) (Murray 2016, sec. 4)::
@@ -178,43 +179,3 @@ def trsm(side, A, opa, B, alpha=1.0):
 def trmm(side, A, opa, B, alpha=1.0):
     """B ← α op(A) B (side ``'L'``) or α B op(A) (side ``'R'``); A lower triangular."""
     _triangular("trmm", side, A, opa, B, alpha)
-
-
-@functools.lru_cache(maxsize=64)
-def lower_mask(n, upper):
-    """Boolean mask of the logical lower triangle (diagonal included), in stored coordinates."""
-    mask = np.tri(n, dtype=bool)
-    mask = mask.T.copy(order="F") if upper else np.asfortranarray(mask)
-    mask.flags.writeable = False
-    return mask
-
-
-@functools.lru_cache(maxsize=64)
-def phi_mask(n, upper, dtype):
-    """Φ as a multiplier, in stored coordinates: 1 below the diagonal, ½ on it, 0 above.
-
-    ``dtype`` is the real dtype matching the data, so that the product keeps
-    the data's precision.
-    """
-    mask = lower_mask(n, upper).astype(dtype, order="F")
-    np.fill_diagonal(mask, 0.5)
-    mask.flags.writeable = False
-    return mask
-
-
-def real_diagonal(a):
-    """Drop the rounding-level imaginary part of the diagonal of ``a`` (2-D or a stack), in place.
-
-    Φ(X) for Hermitian X has a real diagonal in exact arithmetic; products
-    leave ~eps of imaginary part, which would make a Hermitian result not
-    exactly Hermitian.
-    """
-    if np.iscomplexobj(a):
-        n = a.shape[-1]
-        a.imag[..., np.arange(n), np.arange(n)] = 0
-
-
-def herm(a):
-    """The conjugate transpose of ``a``, or of each matrix of a stack (a view for real data)."""
-    t = np.swapaxes(a, -1, -2)
-    return t.conj() if np.iscomplexobj(a) else t

@@ -1,42 +1,42 @@
-"""The blocked sweeps over stacks of small and medium matrices, in stacked products.
+"""Stacks of small matrices: the same derivatives, one numpy operation per step for a chunk of matrices.
 
-One matrix at a time, a sweep over small matrices is all per-call overhead:
-Python and ctypes for every BLAS call, a dozen calls per block.  Here the
-same two sweeps as :mod:`._sweep` run over a *chunk* of matrices at once,
-every step one stacked numpy operation (numpy loops over the matrices in
-C, calling BLAS for each product).  The diagonal blocks take the closed
-forms, with the block's inverse built by doubling (:class:`TriInverse`):
+One matrix at a time, small matrices are all per-call overhead (Python and
+ctypes for every BLAS call).  Here every step is one stacked numpy
+operation over a *chunk* of matrices: numpy loops over the chunk in C,
+calling BLAS for each product.  Everything runs in the logical lower form
+(K = L Lᴴ); :func:`load` and :func:`store` translate the caller's
+orientation.
 
-    reverse kernel:  D̄ ← Φ(D⁻ᴴ (P + Pᴴ) D⁻¹),  P = Φ(Dᴴ D̄)
-    forward kernel:  Ḋ ← D Φ(D⁻¹ Ż D⁻ᴴ)
+The triangular solves are blocked recursively down to diagonal blocks of
+:data:`BASE` = 4 rows, which are inverted explicitly (by vectorized
+substitution): explicit inverses of larger blocks cost accuracy on GP kernel
+matrices (8-wide blocks were up to 15× less accurate than substitution,
+4-wide ones within 3.3×; notes.md, "Accuracy").
 
-With one block (N ≤ the block size) these are the closed forms of the whole
-derivative.
+* ``closed``: X = L⁻ᴴ (P + Pᴴ) L⁻¹ by two full stacked solves with U = Lᴴ,
+  keeping the accurate triangle, as :mod:`._closed` does;
+* ``sweep``: the blocked sweep of :mod:`._sweep`, its diagonal kernel the
+  unblocked column sweep vectorized over the chunk (the stacked analogue of
+  the ``?sygst`` kernel: both reuse symmetry the way the unblocked sweep does).
 
-Two costs besides the flops shape the code.  Fresh memory is expensive
-(every new page faults, and on a virtual machine a fault costs
-microseconds), so each thread keeps its buffers (:func:`workspace`) across
-chunks and calls, sized for chunks of about ``CHUNK_BYTES`` per matrix
-array, which also keeps a chunk in cache.  And numpy pays per call, so the
-inverse of small blocks avoids products of tiny matrices.  The buffers'
-invariants (zeros above the diagonal, the identity in the padding) are set
-once and never broken: steps only write lower triangles there.
+Fresh memory is expensive (every new page faults, and on a virtual machine
+a fault costs microseconds), so each thread keeps its buffers
+(:func:`workspace`) across chunks and calls, sized for chunks of about
+``CHUNK_BYTES`` per matrix array.
 """
 
 import threading
 
 import numpy as np
 
-from ._operands import herm, lower_mask, phi_mask, real_diagonal
+from ._triangles import herm, lower_mask
 
-__all__ = ["rev_chunk", "fwd_chunk", "chunk_size", "workspace", "block_size_for"]
+__all__ = ["CHUNK_BYTES", "BASE", "chunk_size", "sweep_block_size", "workspace", "run_chunk"]
 
 #: Bytes per matrix array of a chunk: a chunk of matrices that stays in cache.
 CHUNK_BYTES = 2 * 1024 * 1024
-#: Diagonal blocks up to this size are inverted by vectorized substitution,
-#: the rest by doubling: stacked products of tiny blocks cost more per block
-#: in numpy than the arithmetic.
-BASE = 8
+#: Rows of the explicitly inverted diagonal blocks of the stacked triangular solves.
+BASE = 4
 
 _local = threading.local()
 
@@ -46,7 +46,7 @@ def chunk_size(n, dtype):
     return max(1, CHUNK_BYTES // (n * n * np.dtype(dtype).itemsize))
 
 
-def block_size_for(n):
+def sweep_block_size(n):
     """Block width of the stacked sweeps (measurements in notes.md)."""
     if n <= 16:
         return n
@@ -58,20 +58,10 @@ class Workspace:
 
     def __init__(self, m, n, dtype):
         self.key = (m, n, np.dtype(dtype))
-        self.m, self.dtype = m, np.dtype(dtype)
         self.L = np.zeros((m, n, n), dtype)    # the factors' lower triangles, zeros above
-        self.tri = lower_mask(n, False)
-        self._inverses = {}
-
-    def inverse(self, k):
-        """The :class:`TriInverse` for k×k diagonal blocks."""
-        if k not in self._inverses:
-            self._inverses[k] = TriInverse(self.m, k, self.dtype)
-        return self._inverses[k]
-
-    def masks(self, k):
-        """(lower-triangle bool mask, Φ multiplier) for k×k blocks."""
-        return lower_mask(k, False), phi_mask(k, False, np.zeros(0, self.dtype).real.dtype)
+        self.A = np.zeros((m, n, n), dtype)    # the working matrix
+        self.B = np.zeros((m, n, n), dtype)    # a second one
+        self.tri = lower_mask(n)
 
 
 def workspace(m, n, dtype):
@@ -82,173 +72,244 @@ def workspace(m, n, dtype):
     return ws
 
 
-def _load(ws, L, X, out, conj):
-    """ws.L ← the chunk's factors, out ← the lower triangles of X (zeros above).
+def load(ws, L, X, conj):
+    """(Lw, A): the chunk's factors and the read triangles of X, lower form, zeros above.
 
-    ``out`` may be ``X`` itself (overwrite).  With ``conj`` the inputs are
-    conjugated on the way (upper factors are passed as transposed views:
-    L = Uᴴ).
+    ``L`` and ``X`` are the chunk in lower orientation (upper factors come
+    as transposed views, L = Uᴴ, hence ``conj``).
     """
     c = len(L)
-    Lw = ws.L[:c]
-    np.copyto(Lw, L, where=ws.tri)          # never touches the zeros above the diagonal
-    if out is X:
-        np.copyto(out, 0, where=~ws.tri)
-    else:
-        out[...] = 0
-        np.copyto(out, X, where=ws.tri)
+    Lw, A = ws.L[:c], ws.A[:c]
+    np.copyto(Lw, L, where=ws.tri)        # never touches the zeros above the diagonal
+    A[...] = 0
+    np.copyto(A, X, where=ws.tri)
     if conj:
-        np.conjugate(Lw, out=Lw)             # contiguous
-        out[...] = out.conj()                # out may be a strided view (see _base_inverse)
-    return Lw
+        np.conjugate(Lw, out=Lw)
+        np.conjugate(A, out=A)
+    return Lw, A
 
 
-def rev_chunk(ws, L, Lb, out, nb, conj=False):
-    """out ← the reverse-mode gradients G for a chunk; the sweep of :mod:`._sweep`, stacked."""
-    L = _load(ws, L, Lb, out, conj)
-    A, n = out, L.shape[-1]
+def store(out, result, conj):
+    """out ← result (conj: its conjugate), out being the chunk's view in lower orientation."""
+    if conj:
+        # out may be a strided view: no in-place unary ufunc on it (notes.md, "Known limits").
+        out[...] = result.conj()
+    else:
+        out[...] = result
+
+
+# --------------------------------------------------------------------------
+# Stacked triangular solves
+
+
+def block_inverses(Lw):
+    """The inverses of the BASE×BASE diagonal blocks of the lower factors Lw, shape (c, nblocks, BASE, BASE).
+
+    A last, partial block is padded with the identity.  Forward
+    substitution one row at a time, each step a vector operation over all
+    blocks of all matrices, with the block index last (contiguous):
+    X[i, :i] = −x_ii Σ_k D[i, k] X[k, :i].
+    """
+    c, n = Lw.shape[0], Lw.shape[-1]
+    nblk = -(-n // BASE)
+    D = np.zeros((BASE, BASE, c, nblk), Lw.dtype)
+    for b in range(nblk):
+        r0, r1 = b * BASE, min(b * BASE + BASE, n)
+        D[:r1 - r0, :r1 - r0, :, b] = np.moveaxis(Lw[:, r0:r1, r0:r1], 0, -1)
+        D[np.arange(r1 - r0, BASE), np.arange(r1 - r0, BASE), :, b] = 1
+    X = np.zeros_like(D)
+    for i in range(BASE):
+        X[i, i] = 1.0 / D[i, i]
+        if i:
+            acc = D[i, 0] * X[0, :i]
+            for k in range(1, i):
+                acc += D[i, k] * X[k, :i]
+            acc *= X[i, i]
+            np.negative(acc, out=acc)
+            X[i, :i] = acc
+    return np.ascontiguousarray(np.moveaxis(X, (2, 3), (0, 1)))
+
+
+def solve(T, B, upper, inverses=None):
+    """B ← T⁻¹ B in place for stacks: T lower (``upper=False``) or upper triangular.
+
+    Recursive blocking: the larger the part, the larger the product that
+    updates it.  The leaves are single rows, divided by T's diagonal (plain
+    substitution), or, given ``inverses`` (the BASE×BASE diagonal blocks of
+    T inverted, as :func:`block_inverses` gives them for lower T, or their
+    conjugate transposes for upper T), BASE-row blocks multiplied by those.
+    """
+    base = 1 if inverses is None else BASE
+    _solve(T, B, 0, T.shape[-1], upper, base, inverses)
+
+
+def _solve(T, B, r0, r1, upper, base, inverses):
+    if r1 - r0 <= base:
+        if inverses is None:
+            B[:, r0] /= T[:, r0, r0, None]
+        else:
+            k = r1 - r0
+            B[:, r0:r1] = inverses[:, r0 // BASE, :k, :k] @ B[:, r0:r1]
+        return
+    h = r0 + ((r1 - r0) // 2 + base - 1) // base * base
+    if upper:                       # the bottom part first, then the top
+        _solve(T, B, h, r1, upper, base, inverses)
+        B[:, r0:h] -= T[:, r0:h, h:r1] @ B[:, h:r1]
+        _solve(T, B, r0, h, upper, base, inverses)
+    else:                           # the top part first, then the bottom
+        _solve(T, B, r0, h, upper, base, inverses)
+        B[:, h:r1] -= T[:, h:r1, r0:h] @ B[:, r0:h]
+        _solve(T, B, h, r1, upper, base, inverses)
+
+
+# --------------------------------------------------------------------------
+# The four computations on a chunk (lower form in, lower form out)
+
+
+def _hermitian_from_lower(x, off, diag):
+    """x ← the Hermitian matrix with off × x's strict lower triangle and diag × Re(diag x), in place."""
+    strict = np.tril(x, -1)
+    d = np.diagonal(x, axis1=-2, axis2=-1).real * diag
+    if off != 1.0:
+        strict *= off
+    np.add(strict, herm(strict), out=x)
+    n = x.shape[-1]
+    x[..., np.arange(n), np.arange(n)] = d
+
+
+def _phi(x, tri):
+    """x ← Φ(x) in place: the lower triangle, its diagonal halved and real, zeros above."""
+    np.copyto(x, 0, where=~tri)
+    n = x.shape[-1]
+    x[..., np.arange(n), np.arange(n)] = x[..., np.arange(n), np.arange(n)].real * 0.5
+
+
+def rev_closed(ws, Lw, A, nb, symmetric):
+    """A ← G (or S): the closed form with two full stacked solves."""
+    c = len(Lw)
+    U = ws.B[:c]
+    U[...] = herm(Lw)                                   # U = Lᴴ, upper
+    Ui = herm(block_inverses(Lw))
+    T = herm(Lw) @ A                                    # Lᴴ L̄
+    _hermitian_from_lower(T, 1.0, 1.0)                  # M = P + Pᴴ
+    solve(U, T, True, Ui)                               # Y = L⁻ᴴ M
+    Z = np.ascontiguousarray(herm(T))
+    solve(U, Z, True, Ui)                         # Z = L⁻ᴴ Yᴴ = Xᴴ: its upper triangle is accurate
+    A[...] = herm(Z)                                    # X, accurate in its lower triangle
+    if symmetric:
+        _hermitian_from_lower(A, 0.5, 0.5)
+    else:
+        _phi(A, ws.tri)
+
+
+def fwd_closed(ws, Lw, A, nb):
+    """A ← L̇ = L Φ(L⁻¹ K̇ L⁻ᴴ), two full stacked solves."""
+    Li = block_inverses(Lw)
+    _hermitian_from_lower(A, 1.0, 1.0)                  # K̇, Hermitian
+    solve(Lw, A, False, Li)                             # V = L⁻¹ K̇, so Vᴴ = K̇ L⁻ᴴ
+    Y = np.ascontiguousarray(herm(A))
+    solve(Lw, Y, False, Li)                       # X = L⁻¹ (K̇ L⁻ᴴ): its lower triangle is accurate
+    _phi(Y, ws.tri)
+    np.matmul(Lw, Y, out=A)                             # L Φ(X), lower
+
+
+def _level2_rev(D, A):
+    """The unblocked reverse sweep on the diagonal blocks of a chunk, in place (Murray's column loop).
+
+    On entry A holds D̄ in its lower triangle; on exit the whole block holds
+    X = G + Gᴴ (see :mod:`._kernel`).  With r, d, B, c the row left of, the
+    pivot of, the block below-left of and the column below pivot j::
+
+        d̄ ← (d̄ − Re(cᴴ c̄)/d)/d;  c̄ ← c̄/d;  r̄ ← r̄ − d̄ r − c̄ᴴ B;  B̄ ← B̄ − c̄ r
+    """
+    w = D.shape[-1]
+    g = np.empty(D.shape[:1] + (w,), D.real.dtype)
+    for j in range(w - 1, -1, -1):
+        d = D[:, j, j].real
+        cc, cb = D[:, j + 1:, j], A[:, j + 1:, j]
+        db = (A[:, j, j].real - np.einsum("ki,ki->k", cc.conj(), cb).real / d) / d
+        cb /= d[:, None]
+        if j:
+            r, B = D[:, j, :j], D[:, j + 1:, :j]
+            A[:, j, :j] -= db[:, None] * r + np.einsum("ki,kij->kj", cb.conj(), B)
+            A[:, j + 1:, :j] -= cb[:, :, None] * r[:, None, :]
+        g[:, j] = db
+    strict = np.tril(A, -1)
+    np.add(strict, herm(strict), out=A)
+    A[:, np.arange(w), np.arange(w)] = g             # X_jj = 2 G_jj = d̄_j
+
+
+def rev_sweep(ws, Lw, A, nb, symmetric):
+    """A ← G (or S): the blocked sweep of :mod:`._sweep`, stacked."""
+    n = Lw.shape[-1]
     for j in range(((n - 1) // nb) * nb, -1, -nb):
         k = min(j + nb, n)
-        tri, phi = ws.masks(k - j)
-        D, Db = L[:, j:k, j:k], A[:, j:k, j:k]
-        Di = ws.inverse(k - j)(D)
+        D, Db = Lw[:, j:k, j:k], A[:, j:k, j:k]
         if k < n:
-            C, Cb = L[:, k:, j:k], A[:, k:, j:k]
-            Cb[...] = Cb @ Di                                  # C̄ ← C̄ D⁻¹
+            C, Cb = Lw[:, k:, j:k], A[:, k:, j:k]
+            Ct = np.ascontiguousarray(herm(Cb))
+            Dh = np.ascontiguousarray(herm(D))
+            solve(Dh, Ct, True)                                      # C̄ᴴ ← D⁻ᴴ C̄ᴴ
+            Cb[...] = herm(Ct)                                       # C̄ ← C̄ D⁻¹
             if j:
-                Bb = A[:, k:, :j]
-                Bb -= Cb @ L[:, j:k, :j]                       # B̄ ← B̄ − C̄ R
-            np.subtract(Db, herm(Cb) @ C, out=Db, where=tri)  # D̄ ← D̄ − tril(C̄ᴴ C)
-        P = herm(D) @ Db                                      # closed form on the block:
-        P *= phi                                               #   P = Φ(Dᴴ D̄)
-        np.matmul(herm(Di), (P + herm(P)) @ Di, out=Db)      #   X = D⁻ᴴ (P + Pᴴ) D⁻¹
+                A[:, k:, :j] -= Cb @ Lw[:, j:k, :j]                  # B̄ ← B̄ − C̄ R
+            Db -= herm(Cb) @ C                                       # D̄ ← D̄ − C̄ᴴ C
+        _level2_rev(D, Db)                                           # D̄ ← X
         if j:
-            # R̄ ← R̄ − C̄ᴴ B − X R, as one product [X; C̄]ᴴ [R; B]
-            Rb = A[:, j:k, :j]
-            Rb -= herm(A[:, j:, j:k]) @ L[:, j:, :j]
-        Db *= phi                                              # D̄ = Φ(X)
-        real_diagonal(Db)
+            A[:, j:k, :j] -= herm(A[:, j:, j:k]) @ Lw[:, j:, :j]     # R̄ ← R̄ − [X; C̄]ᴴ [R; B]
+        _phi(Db, lower_mask(k - j))                                  # D̄ ← Φ(X)
+    if symmetric:
+        _hermitian_from_lower(A, 0.5, 1.0)
 
 
-def fwd_chunk(ws, L, Kd, out, nb, conj=False):
-    """out ← L̇ for a chunk; the forward sweep of :mod:`._sweep`, stacked."""
-    L = _load(ws, L, Kd, out, conj)
-    T, n = out, L.shape[-1]
+def _level2_fwd(D, Z):
+    """Ḋ = D Φ(D⁻¹ Ż D⁻ᴴ) on the diagonal blocks of a chunk by the unblocked forward sweep, in place."""
+    w = D.shape[-1]
+    for j in range(w):
+        d = D[:, j, j].real
+        if j:
+            Z[:, j:, j] -= np.einsum("kij,kj->ki", Z[:, j:, :j], D[:, j, :j].conj())
+            Z[:, j:, j] -= np.einsum("kij,kj->ki", D[:, j:, :j], Z[:, j, :j].conj())
+        zd = Z[:, j, j].real / (2 * d)                               # ḋ = ż / 2d
+        Z[:, j, j] = zd
+        if j + 1 < w:
+            Z[:, j + 1:, j] = (Z[:, j + 1:, j] - D[:, j + 1:, j] * zd[:, None]) / d[:, None]
+    np.copyto(Z, 0, where=~lower_mask(w))
+
+
+def fwd_sweep(ws, Lw, T, nb):
+    """T ← L̇: the forward blocked sweep of :mod:`._sweep`, stacked."""
+    n = Lw.shape[-1]
     for j in range(0, n, nb):
         k = min(j + nb, n)
-        tri, phi = ws.masks(k - j)
-        D = L[:, j:k, j:k]
-        Di = ws.inverse(k - j)(D)
+        D = Lw[:, j:k, j:k]
         if j:
-            panel = T[:, j:, j:k]                              # [K̇_DD; K̇_CD]
-            panel -= T[:, j:, :j] @ herm(L[:, j:k, :j])       #   − [Ṙ; Ḃ] Rᴴ
-            panel -= L[:, j:, :j] @ herm(T[:, j:k, :j])       #   − [R; B] Ṙᴴ
-        Dd = T[:, j:k, j:k]
-        Z = Dd * phi
-        Z += herm(Z)                                          # Ż, Hermitian from its lower triangle
-        X = Di @ Z @ herm(Di)                                 # D⁻¹ Ż D⁻ᴴ
-        X *= phi
-        real_diagonal(X)
-        np.matmul(D, X, out=Dd)                                # Ḋ = D Φ(...), zeros above
+            panel = T[:, j:, j:k]                                    # [K̇_DD; K̇_CD]
+            panel -= T[:, j:, :j] @ herm(Lw[:, j:k, :j])             #   − [Ṙ; Ḃ] Rᴴ
+            panel -= Lw[:, j:, :j] @ herm(T[:, j:k, :j])             #   − [R; B] Ṙᴴ
+        _level2_fwd(D, T[:, j:k, j:k])                               # Ḋ
         if k < n:
             Cd = T[:, k:, j:k]
-            Cd -= L[:, k:, j:k] @ herm(Dd)                    # Y − C Ḋᴴ
-            Cd[...] = Cd @ herm(Di)                           # Ċ = (...) D⁻ᴴ
+            Cd -= Lw[:, k:, j:k] @ herm(T[:, j:k, j:k])             # Y − C Ḋᴴ
+            Ct = np.ascontiguousarray(herm(Cd))
+            solve(D, Ct, False)                                      # Ċᴴ = D⁻¹ (...)ᴴ
+            Cd[...] = herm(Ct)
 
 
-class TriInverse:
-    """Inverts stacks of k×k lower triangular blocks, reusing its buffers.
+def run_chunk(ws, direction, method, L, X, out, nb, symmetric, conj, scale_exp=0):
+    """One chunk: load, compute in lower form, store into ``out`` (which may be X's own memory).
 
-    [A 0; C D]⁻¹ = [A⁻¹ 0; −D⁻¹ C A⁻¹  D⁻¹].  The block is padded with the
-    identity to a power of two; its small diagonal blocks (``BASE``) are
-    inverted by vectorized substitution, then each doubling level joins every
-    adjacent pair of inverted h×h diagonal blocks into one 2h×2h block --
-    all pairs of all matrices in two stacked products on strided views.
-    Only lower triangles are written, so the zeros above stay.
+    With ``scale_exp``, X is shrunk by 2^-scale_exp on the way in and the
+    result grown back on the way out (see :func:`._plan._overflow_scaling`).
     """
-
-    def __init__(self, m, k, dtype):
-        self.k = k
-        size = 1 << max(k - 1, 0).bit_length()
-        self.tri = lower_mask(k, False)
-        self.L = np.zeros((m, size, size), dtype)
-        pad = np.arange(k, size)
-        self.L[:, pad, pad] = 1
-        self.Li = np.zeros((m, size, size), dtype)
-        # Strided views, made once (as_strided is slow).
-        h = min(size, BASE)
-        self.base = (_diagonal_blocks(self.L, h), _diagonal_blocks(self.Li, h)) if h > 1 else None
-        # The base case works with the block index last (contiguous), so that
-        # each step is one vector operation over all blocks of the chunk.
-        self.base_work = (np.empty((h, h, m, size // h), dtype),
-                          np.empty((h, h, m, size // h), dtype))
-        self.diagonals = (_diagonal(self.L), _diagonal(self.Li))
-        self.levels = []
-        while h < size:
-            self.levels.append((_blocks(self.Li, h, 0, 0),    # inverted diagonal blocks 0, 2, 4, ...
-                                _blocks(self.Li, h, h, h),    # inverted diagonal blocks 1, 3, 5, ...
-                                _blocks(self.L, h, h, 0),     # the block below each A
-                                _blocks(self.Li, h, h, 0)))   # where its inverse goes
-            h *= 2
-
-    def __call__(self, D):
-        """D⁻¹ for a stack D of k×k blocks (lower triangles read); a view into the buffers."""
-        c, k = len(D), self.k
-        np.copyto(self.L[:c, :k, :k], D, where=self.tri)
-        L_diag, Li_diag = self.diagonals
-        np.divide(1.0, L_diag[:c], out=Li_diag[:c])
-        if self.base is not None:
-            B, X = self.base_work[0][:, :, :c], self.base_work[1][:, :, :c]
-            np.copyto(B, self.base[0][:c].transpose(2, 3, 0, 1))
-            np.copyto(X, self.base[1][:c].transpose(2, 3, 0, 1))    # its inverted diagonal
-            _base_inverse(B, X)                                      # (zeros above stay)
-            np.copyto(self.base[1][:c], X.transpose(2, 3, 0, 1))
-        for A_inv, D_inv, C, below in self.levels:
-            CA = C[:c] @ A_inv[:c]
-            np.negative(CA, out=CA)
-            np.matmul(D_inv[:c], CA, out=below[:c])              # −D⁻¹ C A⁻¹
-        return self.Li[:c, :k, :k]
-
-
-def _base_inverse(B, X):
-    """X ← B⁻¹ for small lower triangular blocks, stored with the block index last.
-
-    ``B`` and ``X`` have shape (h, h, ...) and X's diagonal already holds the
-    inverted diagonal.  Forward substitution one row at a time, each step a
-    vector operation over all blocks: X[i, :i] = −x_ii Σ_k B[i, k] X[k, :i].
-    """
-    for i in range(1, B.shape[0]):
-        acc = B[i, 0] * X[0, :i]
-        for k in range(1, i):
-            acc += B[i, k] * X[k, :i]
-        acc *= X[i, i]
-        # Negate the fresh temporary, not the strided view: numpy 2.4.6's
-        # np.negative(v, out=v) writes wrong values for some single-column
-        # views (notes.md, "Known limits").
-        np.negative(acc, out=acc)
-        X[i, :i] = acc
-
-
-def _diagonal(a):
-    """Writeable view of the diagonals of a stack."""
-    s0, s1, s2 = a.strides
-    return np.lib.stride_tricks.as_strided(a, shape=a.shape[:2], strides=(s0, s1 + s2),
-                                           writeable=True)
-
-
-def _blocks(a, h, row, col, step=None):
-    """View of the h×h blocks at (k·step + row, k·step + col), k = 0, 1, ..., of each matrix.
-
-    By default step = 2h: the pairs of blocks that doubling level h joins.
-    """
-    step = step or 2 * h
-    count, n = a.shape[0], a.shape[-1]
-    s0, s1, s2 = a.strides
-    return np.lib.stride_tricks.as_strided(
-        a[:, row:, col:], shape=(count, n // step, h, h),
-        strides=(s0, step * (s1 + s2), s1, s2), writeable=True)
-
-
-def _diagonal_blocks(a, h):
-    """View of the h×h diagonal blocks of each matrix."""
-    return _blocks(a, h, 0, 0, step=h)
+    Lw, A = load(ws, L, X, conj)
+    if scale_exp:
+        A *= 2.0 ** -scale_exp
+    if direction == "rev":
+        (rev_closed if method == "closed" else rev_sweep)(ws, Lw, A, nb, symmetric)
+    else:
+        (fwd_closed if method == "closed" else fwd_sweep)(ws, Lw, A, nb)
+    if scale_exp:
+        with np.errstate(over="ignore"):
+            A *= 2.0 ** scale_exp
+    store(out, A, conj)

@@ -1,101 +1,138 @@
-"""Threading policy: how many threads the BLAS may use during one call.
+"""Threading policy: the one module that touches thread pools.
 
-This is the only module that touches thread pools.  The parallelism of
-blockchol is the BLAS's own; ``threads=n`` limits it for one call through
-threadpoolctl and restores it afterwards.  numpy and scipy ship separate
-OpenBLAS copies (numpy's serves numpy's own products, scipy's serves the
-sweep), so the limit is applied to every BLAS that threadpoolctl finds.
+blockchol's parallelism is the BLAS's own, plus worker threads for stacks of
+small matrices and for the memory-bound passes over whole matrices.  Two
+rules, decided once per call in :mod:`._plan`:
 
-Thread-pool sizes are process-wide, while calls may come from several Python
-threads at once.  Calls asking for the same limit share it; a call asking
-for a different one waits until those have finished, so no call ever runs
-under a limit it did not ask for, and the original sizes come back when the
-last limited call leaves.  Calls with ``threads=None`` take the pools as
-they find them.
+* The BLAS pools are left alone unless the caller gives ``threads``; then
+  they are limited for the duration of the call (:func:`blas_limit`) and
+  restored afterwards.
+* Worker threads × BLAS threads never exceed the cores
+  (:func:`split_threads`): with ``threads=None``, a BLAS pool of p threads
+  leaves room for ``cores // p`` workers.
 
-Stacks of small matrices are cut into chunks that run on a reused pool of
-worker threads, as many as the thread setting (or, with ``threads=None``,
-the size of the BLAS pools), each worker with one BLAS thread.
+The pools of OpenBLAS are process-wide, while calls may come from several
+Python threads.  :class:`_SharedLimit` lets calls that ask for the same
+limit share it, makes a call asking for a different one wait, and has the
+thread that set a limit restore it, through threadpoolctl's own context
+protocol, so that threadpoolctl's notion of which thread controls OpenBLAS
+is released again (a limiter that is not entered and exited in one thread
+leaves the pools limited, and other threads' limits ignored, for good).
 """
 
 import concurrent.futures
 import contextlib
+import os
 import threading
 
-__all__ = ["blas_threads", "current_blas_threads",
-           "batch_worker_count", "parallel_map"]
+__all__ = ["CORES", "MAX_THREADS", "blas_limit", "blas_pool_size", "split_threads",
+           "parallel_map"]
 
-_cond = threading.Condition()
-_active = 0          # limited calls now running
-_current = None      # the limit they share
-_limiter = None      # threadpoolctl's handle for restoring the original sizes
+#: Cores this process may run on.
+CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+#: Largest ``threads`` accepted; beyond it the value is a mistake, not a setting.
+MAX_THREADS = 1 << 16
+
 _controller = None
-_owner = threading.local()   # .depth: 1 while this thread holds a limit
-_pools = {}
-_pools_lock = threading.Lock()
+_controller_lock = threading.Lock()
 
 
-def _get_controller():
+def _blas_controller():
+    """threadpoolctl's controller for the BLAS libraries, made once (it costs milliseconds)."""
     global _controller
-    if _controller is None:
-        from threadpoolctl import ThreadpoolController
-        _controller = ThreadpoolController()
-    return _controller
+    with _controller_lock:
+        if _controller is None:
+            from threadpoolctl import ThreadpoolController
+            _controller = ThreadpoolController().select(user_api="blas")
+        return _controller
 
 
-def blas_threads(threads):
-    """Context in which every BLAS uses at most ``threads`` threads (None: unchanged).
-
-    A thread that already holds a limit keeps it for nested calls, so
-    nesting never waits on itself.
-    """
-    if threads is None or getattr(_owner, "depth", 0):
-        return contextlib.nullcontext()
-    return _limited(threads)
-
-
-def current_blas_threads():
+def blas_pool_size():
     """The largest thread count among the BLAS pools, as they are now."""
-    with _cond:
-        libs = _get_controller().select(user_api="blas").lib_controllers
-    return max([lib.num_threads for lib in libs] or [1])
+    return max([lib.num_threads for lib in _blas_controller().lib_controllers] or [1])
 
 
-def batch_worker_count(threads, count):
-    """How many worker threads share ``count`` chunks of work: the thread setting, at most."""
-    workers = threads if threads is not None else current_blas_threads()
-    return max(1, min(workers, count))
+def split_threads(threads, tasks):
+    """``(workers, blas)`` for ``tasks`` independent pieces of work.
+
+    ``workers`` threads each run pieces with at most ``blas`` BLAS threads
+    (``None``: the pools as they are), so that workers × BLAS threads stay
+    within the cores and within ``threads`` when it is given.
+    """
+    if threads is None:
+        workers = max(1, min(tasks, CORES // blas_pool_size()))
+        return workers, None
+    workers = max(1, min(tasks, threads, CORES))
+    return workers, max(1, threads // workers)
+
+
+class _SharedLimit:
+    """A process-wide BLAS thread limit shared by the calls that ask for the same value.
+
+    The first call to enter sets the limit (entering threadpoolctl's limiter
+    in its own thread); calls asking for the same value join it; a call
+    asking for another value waits.  When the setting call is done it stops
+    new calls from joining, waits for the ones running, and restores the
+    original sizes by exiting the limiter in the thread that entered it.
+    """
+
+    def __init__(self):
+        self._cond = threading.Condition()
+        self._active = 0          # calls running under the limit
+        self._value = None        # the limit they share
+        self._closing = False     # the setter is waiting to restore
+        self._owner = threading.local()   # .held: this thread is inside a limited call
+
+    @contextlib.contextmanager
+    def __call__(self, threads):
+        if threads is None or getattr(self._owner, "held", False):
+            # No limit asked for, or nested inside this thread's own limited call.
+            yield
+            return
+        limiter = None
+        with self._cond:
+            while self._active and (self._value != threads or self._closing):
+                self._cond.wait()
+            if not self._active:
+                limiter = _blas_controller().limit(limits=threads)
+                limiter.__enter__()
+                self._value = threads
+            self._active += 1
+        self._owner.held = True
+        try:
+            yield
+        finally:
+            self._owner.held = False
+            with self._cond:
+                self._active -= 1
+                if limiter is not None:
+                    self._closing = True
+                    while self._active:
+                        self._cond.wait()
+                    limiter.__exit__(None, None, None)
+                    self._value, self._closing = None, False
+                self._cond.notify_all()
+
+
+#: ``with blas_limit(n):`` -- every BLAS uses at most n threads inside (None: unchanged).
+blas_limit = _SharedLimit()
+
+_pool = None
+_pool_lock = threading.Lock()
 
 
 def parallel_map(fn, items):
-    """``[fn(x) for x in items]`` on a pool of ``len(items)`` threads (reused across calls)."""
-    size = len(items)
-    with _pools_lock:
-        pool = _pools.get(size)
-        if pool is None:
-            pool = _pools[size] = concurrent.futures.ThreadPoolExecutor(
-                max_workers=size, thread_name_prefix="blockchol")
-    return [f.result() for f in [pool.submit(fn, x) for x in items]]
+    """``[fn(x) for x in items]``, the items on worker threads (at most :data:`CORES` of them).
 
-
-@contextlib.contextmanager
-def _limited(threads):
-    global _active, _current, _limiter
-    with _cond:
-        while _active and _current != threads:
-            _cond.wait()
-        if not _active:
-            _limiter = _get_controller().limit(limits=threads, user_api="blas")
-            _current = threads
-        _active += 1
-    _owner.depth = 1
-    try:
-        yield
-    finally:
-        _owner.depth = 0
-        with _cond:
-            _active -= 1
-            if not _active:
-                _limiter.restore_original_limits()
-                _limiter = _current = None
-                _cond.notify_all()
+    One pool serves every call; its threads are capped at the cores, so no
+    call can leave more threads behind than there are cores.
+    """
+    global _pool
+    if len(items) <= 1:
+        return [fn(x) for x in items]
+    with _pool_lock:
+        if _pool is None:
+            _pool = concurrent.futures.ThreadPoolExecutor(max_workers=CORES,
+                                                          thread_name_prefix="blockchol")
+    return [f.result() for f in [_pool.submit(fn, x) for x in items]]

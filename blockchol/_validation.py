@@ -1,30 +1,24 @@
-"""Argument checking and normalisation for the public functions.
+"""Checks of the public functions' arguments, in the order their errors are documented.
 
-Everything a raw BLAS call relies on is settled here, before any of it is
-made: array-ness, dtype, shape, finiteness, the factor's diagonal, and a
-memory layout BLAS can address (unit stride down columns or along rows, a
-sane leading dimension, alignment).  Arrays that fail only the layout test
-are copied once; arrays that pass it are used where they lie.
+Nothing here changes an array; layouts are settled in :mod:`._layout` and
+:mod:`._plan`.  Errors about stacks name the matrix's batch index.
 """
 
 import operator
 
 import numpy as np
 
-from ._operands import bad_blas_layout, lower_mask
-from ._threads import batch_worker_count, parallel_map
+from ._passes import strips
+from ._threads import MAX_THREADS
+from ._triangles import lower_mask
 
-__all__ = ["as_input_array", "result_dtype", "check_pair", "check_count", "blas_view",
-           "row_blocks", "over_row_blocks", "check_finite_triangle", "check_factor_diagonal",
-           "copy_triangle"]
+__all__ = ["METHODS", "as_input_array", "result_dtype", "check_pair", "check_count",
+           "check_threads", "check_method", "check_finite_triangle", "check_factor_diagonal"]
 
-_SUPPORTED = frozenset(np.dtype(t) for t in (np.float32, np.float64, np.complex64, np.complex128))
+SUPPORTED = frozenset(np.dtype(t) for t in (np.float32, np.float64, np.complex64, np.complex128))
 
-# Row-block height for whole-matrix passes (copies, checks): keeps the
-# temporaries at O(N · 256) while the Python loop stays short.
-_PASS_ROWS = 256
-#: From this N, whole-matrix passes run on worker threads.
-PARALLEL_PASS_N = 1024
+#: The two ways of computing a derivative (see chol_rev's docstring).
+METHODS = ("closed", "sweep")
 
 
 def as_input_array(x, name):
@@ -37,14 +31,13 @@ def as_input_array(x, name):
     return a
 
 
-def result_dtype(*arrays):
-    """The computation dtype: np.result_type(..., float32), ints and bools as float64."""
-    dtypes = {a.dtype for a in arrays}
-    if len(dtypes) == 1 and arrays[0].dtype in _SUPPORTED:
-        return arrays[0].dtype
-    kinds = [np.float64 if a.dtype.kind in "biu" else a.dtype for a in arrays]
+def result_dtype(a, b):
+    """The computation dtype: np.result_type(a, b, float32), ints and bools counted as float64."""
+    if a.dtype == b.dtype and a.dtype in SUPPORTED:
+        return a.dtype
+    kinds = [np.float64 if x.dtype.kind in "biu" else x.dtype for x in (a, b)]
     dtype = np.result_type(*kinds, np.float32)
-    if dtype not in _SUPPORTED:
+    if dtype not in SUPPORTED:
         raise TypeError("dtype %s is not supported: use float32, float64, complex64 or "
                         "complex128 (BLAS has no routines for it)" % dtype)
     return dtype
@@ -64,6 +57,8 @@ def check_pair(a, b, names):
     if a.shape[-1] != b.shape[-1]:
         raise ValueError("%s and %s must have the same shape, got %s and %s"
                          % (names[0], names[1], a.shape, b.shape))
+    if a.ndim == 2 and b.ndim == 2:
+        return ()
     try:
         return np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
     except ValueError:
@@ -71,8 +66,8 @@ def check_pair(a, b, names):
                          % (names[0], a.shape, names[1], b.shape)) from None
 
 
-def check_count(value, name):
-    """An optional count (``block_size``, ``threads``): None, or an integer ≥ 1."""
+def check_count(value, name, maximum=None):
+    """An optional count (``block_size``, ``threads``): None, or an integer in [1, maximum]."""
     if value is None:
         return None
     if isinstance(value, (bool, np.bool_)):
@@ -83,52 +78,32 @@ def check_count(value, name):
         raise TypeError("%s must be None or an integer, got %r" % (name, value)) from None
     if value < 1:
         raise ValueError("%s must be at least 1, got %d" % (name, value))
+    if maximum is not None and value > maximum:
+        raise ValueError("%s must be at most %d, got %d" % (name, maximum, value))
     return value
 
 
-def blas_view(a):
-    """``(stored, transposed)`` with ``stored`` a column-major view of ``a``, or None.
-
-    ``transposed`` is True when ``stored`` is ``a.T`` (``a`` row-major).
-    """
-    if bad_blas_layout(a) is None:
-        return a, False
-    if bad_blas_layout(a.T) is None:
-        return a.T, True
-    return None
+def check_threads(value):
+    """``threads``: None, or an integer in [1, MAX_THREADS]."""
+    return check_count(value, "threads", MAX_THREADS)
 
 
-def row_blocks(n):
-    for i0 in range(0, n, _PASS_ROWS):
-        yield i0, min(i0 + _PASS_ROWS, n)
-
-
-def over_row_blocks(fn, n, threads=None):
-    """``fn(i0, i1)`` for every row strip of an N-row matrix; on worker threads for large N.
-
-    The passes over whole inputs (checks, copies) are memory-bound and numpy
-    runs each on one core; at N = 4000 they would cost about a tenth of the
-    sweep's time at two threads if left serial.  Strips are dealt out in
-    turn, so each worker gets short and long rows of the triangle alike.
-    """
-    strips = list(row_blocks(n))
-    workers = batch_worker_count(threads, len(strips)) if n >= PARALLEL_PASS_N else 1
-    if workers == 1:
-        for i0, i1 in strips:
-            fn(i0, i1)
-        return
-    parallel_map(lambda group: [fn(i0, i1) for i0, i1 in group],
-                 [strips[w::workers] for w in range(workers)])
+def check_method(method):
+    """``method``: one of :data:`METHODS`."""
+    if method not in METHODS:
+        raise ValueError("method must be one of %s, got %r"
+                         % (", ".join(map(repr, METHODS)), method))
+    return method
 
 
 def _where(name, batch_index):
     return name + ("[%s]" % ", ".join(map(str, batch_index)) if batch_index else "")
 
 
-def check_finite_triangle(a, name, lower, threads=None):
+def check_finite_triangle(a, name, lower, workers):
     """ValueError if the triangle that will be read holds NaN or inf (of any matrix in a stack).
 
-    A sum is finite only if every term is, so one reduction per row block
+    A sum is finite only if every term is, so one reduction per strip
     decides the common case without a boolean temporary; a non-finite sum
     (possibly a harmless overflow) is confirmed element by element.
     """
@@ -136,7 +111,7 @@ def check_finite_triangle(a, name, lower, threads=None):
 
     def strip(i0, i1):
         rect, diag = v[..., i0:i1, :i0], v[..., i0:i1, i0:i1]
-        mask = lower_mask(i1 - i0, False)
+        mask = lower_mask(i1 - i0)
         with np.errstate(over="ignore", invalid="ignore"):
             if np.isfinite(rect.sum() + diag.sum(where=mask)):
                 return
@@ -148,7 +123,7 @@ def check_finite_triangle(a, name, lower, threads=None):
                              "(pass check_finite=False to skip this check)"
                              % (_where(name, index), "lower" if lower else "upper"))
 
-    over_row_blocks(strip, v.shape[-1], threads)
+    strips(strip, v.shape[-1], workers)
 
 
 def check_factor_diagonal(L, name="L"):
@@ -170,21 +145,3 @@ def check_factor_diagonal(L, name="L"):
     raise np.linalg.LinAlgError(
         "%s[%d, %d] = %s: the diagonal of a Cholesky factor must be real, positive "
         "and finite" % (_where(name, index), i, i, d[tuple(index) + (i,)]))
-
-
-def copy_triangle(dst, src, lower, threads=None):
-    """dst ← the read triangle of src, exact zeros in the other (dst may be src).  2-D."""
-    dv, sv = (dst, src) if lower else (dst.T, src.T)
-    same = np.may_share_memory(dst, src)
-
-    def strip(i0, i1):
-        d = dv[i0:i1, i0:i1]
-        if same:
-            np.copyto(d, 0, where=~lower_mask(i1 - i0, False))
-        else:
-            dv[i0:i1, :i0] = sv[i0:i1, :i0]
-            d[...] = 0
-            np.copyto(d, sv[i0:i1, i0:i1], where=lower_mask(i1 - i0, False))
-        dv[i0:i1, i1:] = 0
-
-    over_row_blocks(strip, dv.shape[0], threads)

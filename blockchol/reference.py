@@ -1,8 +1,8 @@
 """Slow reference forms of the Cholesky derivatives, for tests and benchmarks.
 
 All take a *lower* factor L (K = L Lᴴ) and read only the lower triangles of
-their arguments.  They favour clarity over speed and are what the blocked
-code in :mod:`blockchol` is checked against:
+their arguments.  They favour clarity over speed and are what the fast code
+in :mod:`blockchol` is checked against:
 
 * :func:`smith_rev` -- the scalar triple loop of Smith (1995), real only;
 * :func:`level2_rev` -- the same sweep one column at a time with vector
@@ -12,12 +12,25 @@ code in :mod:`blockchol` is checked against:
 
 The reverse forms return the triangular gradient G (Smith/Murray/GPy
 convention): df = Re Σ_{i≥j} conj(G_ij) dK_ij.
+
+:func:`kernel_problem` makes the matrices users actually factor -- RBF and
+Matérn-5/2 kernel matrices of sorted (time-series) or unsorted 1-D inputs
+with a small jitter -- on which the sweeps lose accuracy and random
+matrices without kernel structure hide it.
+
+The closed forms take a ``dtype``: with ``np.longdouble`` (x86's 80-bit
+extended precision, ε ≈ 5.4e-20) or ``np.clongdouble`` they are the
+extended-precision truths the accuracy tests measure against, evaluated
+from the same float64 inputs.  Their triangular solves are then plain
+numpy substitution (LAPACK has no extended precision): about a second at
+N = 500.
 """
 
 import numpy as np
 from scipy.linalg import solve_triangular
 
-__all__ = ["smith_rev", "level2_rev", "symbolic_rev", "symbolic_fwd", "phi", "hermitian_from_lower"]
+__all__ = ["smith_rev", "level2_rev", "symbolic_rev", "symbolic_fwd", "phi",
+           "hermitian_from_lower", "KERNELS", "kernel_problem"]
 
 
 def phi(x):
@@ -33,10 +46,13 @@ def hermitian_from_lower(x):
     return low + low.conj().T + np.diag(np.diag(x).real).astype(x.dtype)
 
 
-def _work_copy(L, L_bar):
-    L = np.asarray(L)
-    dtype = np.result_type(L, L_bar, np.float64)
-    return np.array(L, dtype=dtype), np.tril(np.asarray(L_bar)).astype(dtype)
+def _work_copy(L, X, dtype=None):
+    L, X = np.asarray(L), np.asarray(X)
+    if dtype is None:
+        dtype = np.result_type(L, X, np.float64)
+    elif np.iscomplexobj(L) or np.iscomplexobj(X):
+        dtype = np.result_type(dtype, np.complex64)
+    return np.tril(L).astype(dtype), np.tril(X).astype(dtype)
 
 
 def smith_rev(L, L_bar):
@@ -65,15 +81,18 @@ def smith_rev(L, L_bar):
     return np.array(a, dtype=A.dtype).reshape(n, n)
 
 
-def level2_rev(L, L_bar):
+def level2_rev(L, L_bar, dtype=None):
     """Murray's unblocked reverse sweep: one column at a time, right to left.
 
     With r, d, B, c the row left of, the pivot of, the block below-left of
     and the column below the pivot j (and the same slices of Ā)::
 
         d̄ ← (d̄ − Re(cᴴ c̄)/d)/d;  c̄ ← c̄/d;  r̄ ← r̄ − d̄ r − c̄ᴴ B;  B̄ ← B̄ − c̄ r;  d̄ ← d̄/2
+
+    ``dtype`` (default: float64, or the inputs' wider type) sets the
+    working precision, for the accuracy comparisons.
     """
-    Lw, A = _work_copy(L, L_bar)
+    Lw, A = _work_copy(L, L_bar, dtype)
     n = A.shape[0]
     for j in range(n - 1, -1, -1):
         d = Lw[j, j].real
@@ -87,21 +106,107 @@ def level2_rev(L, L_bar):
     return A
 
 
-def symbolic_rev(L, L_bar):
-    """The closed form Φ(L⁻ᴴ (P + Pᴴ) L⁻¹) with P = Φ(Lᴴ L̄) (Murray 2016, eq. 10)."""
-    Lw, A = _work_copy(L, L_bar)
-    Lw = np.tril(Lw)
+def _solve_lower(L, B, adjoint=False):
+    """L⁻¹ B, or L⁻ᴴ B with ``adjoint``, for lower triangular L, in any precision numpy has.
+
+    float32/64 and complex go to LAPACK; long double by blocked substitution.
+    """
+    if L.dtype in (np.float32, np.float64, np.complex64, np.complex128):
+        return solve_triangular(L, B, lower=True, trans="C" if adjoint else "N")
+    T = L.conj().T if adjoint else L
+    n, nb = T.shape[0], 32
+    X = np.array(B, dtype=np.result_type(T, B))
+    order = range(0, n, nb) if not adjoint else range(((n - 1) // nb) * nb, -1, -nb)
+    for i0 in order:
+        i1 = min(i0 + nb, n)
+        rows = range(i0, i1) if not adjoint else range(i1 - 1, i0 - 1, -1)
+        if not adjoint and i0:
+            X[i0:i1] -= T[i0:i1, :i0] @ X[:i0]
+        if adjoint and i1 < n:
+            X[i0:i1] -= T[i0:i1, i1:] @ X[i1:]
+        for i in rows:
+            part = slice(i0, i) if not adjoint else slice(i + 1, i1)
+            X[i] = (X[i] - T[i, part] @ X[part]) / T[i, i]
+    return X
+
+
+def symbolic_rev(L, L_bar, dtype=None):
+    """The closed form Φ(L⁻ᴴ (P + Pᴴ) L⁻¹) with P = Φ(Lᴴ L̄) (Murray 2016, eq. 10).
+
+    Two full triangular solves, Y = L⁻ᴴ (P + Pᴴ) and X = Y L⁻¹, keeping
+    X's lower triangle, the accurate one in float64 (notes.md).  ``dtype``
+    sets the working precision (``np.longdouble`` for the truths).
+    """
+    Lw, A = _work_copy(L, L_bar, dtype)
     P = phi(Lw.conj().T @ A)
-    X = solve_triangular(Lw, P + P.conj().T, lower=True, trans="C")
-    X = solve_triangular(Lw, X.conj().T, lower=True, trans="C").conj().T
+    Y = _solve_lower(Lw, P + P.conj().T, adjoint=True)
+    X = _solve_lower(Lw, Y.conj().T, adjoint=True).conj().T
     return phi(X)
 
 
-def symbolic_fwd(L, K_dot):
-    """L̇ = L Φ(L⁻¹ K̇ L⁻ᴴ), with K̇ the Hermitian matrix of K_dot's lower triangle."""
-    Lw, Kd = _work_copy(L, K_dot)
-    Lw = np.tril(Lw)
+def symbolic_fwd(L, K_dot, dtype=None):
+    """L̇ = L Φ(L⁻¹ K̇ L⁻ᴴ), with K̇ the Hermitian matrix of K_dot's lower triangle.
+
+    Two full triangular solves, Y = K̇ L⁻ᴴ and X = L⁻¹ Y, keeping X's lower
+    triangle, the accurate one in float64 (notes.md); ``dtype`` as in
+    :func:`symbolic_rev`.
+    """
+    Lw, Kd = _work_copy(L, K_dot, dtype)
     Kd = hermitian_from_lower(Kd)
-    X = solve_triangular(Lw, Kd, lower=True)
-    X = solve_triangular(Lw, X.conj().T, lower=True).conj().T
+    Y = _solve_lower(Lw, Kd.conj().T).conj().T
+    X = _solve_lower(Lw, Y)
     return Lw @ phi(X)
+
+
+def _rbf(r):
+    return np.exp(-0.5 * r * r)
+
+
+def _matern52(r):
+    s = np.sqrt(5.0) * r
+    return (1.0 + s + s * s / 3.0) * np.exp(-s)
+
+
+#: The kernel families of :func:`kernel_problem`, as functions of the scaled distance r = |x - x'| / ℓ.
+KERNELS = {"rbf": _rbf, "matern52": _matern52}
+
+
+def kernel_problem(kernel, n, jitter, *, seed=0, sort=True, lengthscale=0.1, cotangent="random",
+                   dtype=np.float64):
+    """``(K, L, L_bar)``: a GP kernel matrix, its lower factor, and a cotangent for it.
+
+    K = k(|x_i − x_j| / ℓ) + jitter · I for n inputs uniform on [0, 1]
+    (sorted by default, as time series come), k one of :data:`KERNELS`.
+    For a complex ``dtype`` the kernel is multiplied by exp(i 2π (x_i − x_j)),
+    which keeps it Hermitian positive definite.  ``cotangent`` is
+    ``"random"`` (standard normal in the lower triangle) or ``"gp"``, the
+    gradient with respect to L of the GP log likelihood
+    −½ yᵀ K⁻¹ y − Σ log L_ii for a standard normal y:
+    L̄ = tril(L⁻ᴴ α αᴴ) − diag(1 / L_ii) with α = L⁻¹ y.  L is computed
+    in ``dtype`` (numpy's Cholesky); LinAlgError when K is not positive
+    definite at that precision.
+    """
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(0.0, 1.0, n)
+    if sort:
+        x = np.sort(x)
+    d = x[:, None] - x[None, :]
+    K = KERNELS[kernel](np.abs(d) / lengthscale) + jitter * np.eye(n)
+    complex_ = np.issubdtype(dtype, np.complexfloating)
+    if complex_:
+        K = K * np.exp(2j * np.pi * d)
+    K = K.astype(dtype)
+    L = np.linalg.cholesky(K)
+    if cotangent == "random":
+        Lb = rng.standard_normal((n, n))
+        if complex_:
+            Lb = Lb + 1j * rng.standard_normal((n, n))
+        Lb = np.tril(Lb).astype(dtype)
+    elif cotangent == "gp":
+        y = rng.standard_normal(n).astype(dtype)
+        a = solve_triangular(L, y, lower=True)
+        b = solve_triangular(L, a, lower=True, trans="C")
+        Lb = (np.tril(np.outer(b, a.conj())) - np.diag(1.0 / np.diag(L))).astype(dtype)
+    else:
+        raise ValueError("cotangent must be 'random' or 'gp', got %r" % (cotangent,))
+    return K, L, Lb

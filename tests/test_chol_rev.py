@@ -1,6 +1,9 @@
 """chol_rev against the reference forms, finite differences and its own contract.
 
-Tolerances: the blocked sweep, the level-2 sweep and the closed form all
+Both methods are checked here on well-conditioned matrices; their accuracy
+on ill-conditioned kernel matrices is tests/test_accuracy.py's subject.
+
+Tolerances: the closed form, the blocked sweep and the level-2 sweep all
 compute the same function with O(N) rounding errors per entry, so in
 float64 they agree to a few hundred ulps relative to the largest entry of
 the gradient for the well-conditioned matrices used here (measured
@@ -15,6 +18,7 @@ import pytest
 
 import blockchol
 from blockchol import reference as ref
+from blockchol._validation import METHODS
 from helpers import EPS, layouts, random_factor, random_like, rel_err, with_garbage
 
 RTOL = {np.dtype(np.float64): 1e-12, np.dtype(np.float32): 2e-4}
@@ -41,43 +45,53 @@ def test_references_agree_with_each_other():
         assert rel_err(ref.symbolic_rev(L, Lb), g) < 1e-13
 
 
+@pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("block_size", [1, 2, 3, 8, 16])
-def test_block_boundary_sizes(block_size):
+def test_block_boundary_sizes(block_size, method):
     nb = block_size
     sizes = sorted({1, 2, 3, max(nb - 1, 1), nb, nb + 1, 2 * nb, 2 * nb + 1, 3 * nb + 2})
     for n in sizes:
         _, L, Lb = rev_case(n, seed=100 + n)
         expected = ref.smith_rev(L, Lb)
-        got = blockchol.chol_rev(L, Lb, block_size=nb)
+        got = blockchol.chol_rev(L, Lb, block_size=nb, method=method)
         assert rel_err(got, expected) < RTOL[got.dtype], (n, nb)
         assert not np.triu(got, 1).any()
 
 
+@pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("n", [1, 7, 64, 129, 300, 520])
-def test_default_block_size_matches_symbolic(n):
+def test_default_block_size_matches_symbolic(n, method):
     _, L, Lb = rev_case(n, seed=n)
-    assert rel_err(blockchol.chol_rev(L, Lb), ref.symbolic_rev(L, Lb)) < RTOL[np.dtype(np.float64)]
+    got = blockchol.chol_rev(L, Lb, method=method)
+    assert rel_err(got, ref.symbolic_rev(L, Lb)) < RTOL[np.dtype(np.float64)]
 
 
-def test_block_size_does_not_change_the_answer():
+@pytest.mark.parametrize("method", METHODS)
+def test_block_size_does_not_change_the_answer(method):
     _, L, Lb = rev_case(200, seed=3)
-    base = blockchol.chol_rev(L, Lb, block_size=200)
+    base = blockchol.chol_rev(L, Lb, block_size=200, method=method)
     for nb in (1, 5, 31, 64, 100, 199, 1000):
-        assert rel_err(blockchol.chol_rev(L, Lb, block_size=nb), base) < 1e-13
+        assert rel_err(blockchol.chol_rev(L, Lb, block_size=nb, method=method), base) < 1e-13
 
 
-def test_level2_sweep_agrees_at_larger_n():
-    _, L, Lb = rev_case(250, seed=9)
-    assert rel_err(blockchol.chol_rev(L, Lb, block_size=64), ref.level2_rev(L, Lb)) < 1e-12
+def test_the_sweeps_kernel_is_the_level2_reference():
+    # The diagonal kernel is the unblocked sweep itself: with one block, the blocked
+    # sweep is the level-2 sweep.
+    _, L, Lb = rev_case(90, seed=9)
+    assert rel_err(blockchol.chol_rev(L, Lb, method="sweep", block_size=90),
+                   ref.level2_rev(L, Lb)) < 1e-13
+    assert rel_err(blockchol.chol_rev(L, Lb, method="sweep", block_size=32),
+                   ref.level2_rev(L, Lb)) < 1e-12
 
 
 # --------------------------------------------------------------------------
 # Finite differences
 
 
+@pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("n", [1, 4, 33])
 @pytest.mark.parametrize("lower", [True, False])
-def test_directional_derivative_matches_finite_differences(n, lower):
+def test_directional_derivative_matches_finite_differences(n, lower, method):
     # f(K) = <Lb, chol(K)>; df in direction E (symmetric) is Σ_read G ⊙ E.
     rng = np.random.default_rng(n)
     K, L = random_factor(n, rng)
@@ -92,10 +106,10 @@ def test_directional_derivative_matches_finite_differences(n, lower):
     h = 1e-6
     fd = (f(K + h * E) - f(K - h * E)) / (2 * h)
     if lower:
-        G = blockchol.chol_rev(L, Lb, block_size=8)
+        G = blockchol.chol_rev(L, Lb, block_size=8, method=method)
         exact = np.sum(np.tril(G) * E)
     else:
-        G = blockchol.chol_rev(L.T, Lb.T, lower=False, block_size=8)
+        G = blockchol.chol_rev(L.T, Lb.T, lower=False, block_size=8, method=method)
         assert not np.tril(G, -1).any()
         exact = np.sum(np.triu(G) * E)
     # Central differences: truncation O(h²‖f'''‖) and cancellation O(eps‖f‖/h), both ~1e-9 here.
@@ -106,8 +120,9 @@ def test_directional_derivative_matches_finite_differences(n, lower):
 # Layouts, triangles, conventions
 
 
+@pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("lower", [True, False])
-def test_every_layout_gives_the_same_answer(lower):
+def test_every_layout_gives_the_same_answer(lower, method):
     n = 37
     _, L, Lb = rev_case(n, seed=5)
     expected = ref.symbolic_rev(L, Lb)
@@ -115,21 +130,27 @@ def test_every_layout_gives_the_same_answer(lower):
         L, Lb, expected = L.T, Lb.T, expected.T
     for lname, Lx in layouts(L).items():
         for bname, Lbx in layouts(Lb).items():
-            got = blockchol.chol_rev(Lx, Lbx, lower=lower, block_size=8)
+            got = blockchol.chol_rev(Lx, Lbx, lower=lower, block_size=8, method=method)
             assert rel_err(got, expected) < 1e-12, (lname, bname)
 
 
-def test_unread_triangle_is_ignored():
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_unread_triangle_is_ignored(method, order):
+    # NaN, inf or huge values in the triangle that is not read change nothing, and the
+    # other triangle of the result holds exact zeros (no NaN from inf·0).
     n = 20
     _, L, Lb = rev_case(n, seed=6)
     expected = blockchol.chol_rev(L, Lb)
     for value in (np.nan, np.inf, 1e300):
-        got = blockchol.chol_rev(with_garbage(L, True, value), with_garbage(Lb, True, value),
-                                 block_size=7)
-        assert rel_err(got, expected) < 1e-13
-        got_u = blockchol.chol_rev(with_garbage(L.T, False, value), with_garbage(Lb.T, False, value),
-                                   lower=False, block_size=7)
-        assert rel_err(got_u, expected.T) < 1e-13
+        for lower in (True, False):
+            Lx, Lbx = (L, Lb) if lower else (L.T, Lb.T)
+            got = blockchol.chol_rev(np.array(with_garbage(Lx, lower, value), order=order),
+                                     np.array(with_garbage(Lbx, lower, value), order=order),
+                                     lower=lower, block_size=7, method=method)
+            assert rel_err(got if lower else got.T, expected) < 1e-13, (value, lower)
+            other = np.triu(got, 1) if lower else np.tril(got, -1)
+            assert not other.any(), (value, lower)
 
 
 def test_lower_false_matches_scipy_upper_factor():
@@ -142,16 +163,17 @@ def test_lower_false_matches_scipy_upper_factor():
     assert rel_err(G, ref.symbolic_rev(U.T, Ub.T).T) < 1e-12
 
 
-def test_symmetric_convention():
+@pytest.mark.parametrize("method", METHODS)
+def test_symmetric_convention(method):
     n = 30
     _, L, Lb = rev_case(n, seed=12)
-    G = blockchol.chol_rev(L, Lb)
-    S = blockchol.chol_rev(L, Lb, symmetric=True, block_size=8)
+    G = blockchol.chol_rev(L, Lb, method=method)
+    S = blockchol.chol_rev(L, Lb, symmetric=True, block_size=8, method=method)
     assert np.array_equal(S, S.T)
     off = np.tril_indices(n, -1)
     assert rel_err(S[off], G[off] / 2) < 1e-13
     assert rel_err(np.diag(S), np.diag(G)) < 1e-13
-    Su = blockchol.chol_rev(L.T, Lb.T, lower=False, symmetric=True)
+    Su = blockchol.chol_rev(L.T, Lb.T, lower=False, symmetric=True, method=method)
     assert rel_err(Su, S) < 1e-13
 
 
@@ -177,14 +199,15 @@ def test_backprop_gradient_is_gpy_compatible():
     assert rel_err(ours, gpy.backprop_gradient(Lb.copy(), L.copy())) < 1e-12
 
 
-def test_n_zero_and_one():
-    out = blockchol.chol_rev(np.zeros((0, 0)), np.zeros((0, 0)))
+@pytest.mark.parametrize("method", METHODS)
+def test_n_zero_and_one(method):
+    out = blockchol.chol_rev(np.zeros((0, 0)), np.zeros((0, 0)), method=method)
     assert out.shape == (0, 0) and out.dtype == np.float64
     out = blockchol.chol_rev(np.zeros((0, 0), np.float32), np.zeros((0, 0), np.float32),
-                             symmetric=True)
+                             symmetric=True, method=method)
     assert out.shape == (0, 0) and out.dtype == np.float32
     # K = [k]: L = √k, f = b L  ⇒  df/dk = b / (2√k).
-    out = blockchol.chol_rev([[2.0]], [[3.0]])
+    out = blockchol.chol_rev([[2.0]], [[3.0]], method=method)
     assert out.shape == (1, 1) and out[0, 0] == pytest.approx(3.0 / 4.0)
 
 
@@ -192,11 +215,13 @@ def test_n_zero_and_one():
 # dtypes
 
 
-def test_float32_within_its_precision():
+@pytest.mark.parametrize("method", METHODS)
+def test_float32_within_its_precision(method):
     n = 120
     _, L, Lb = rev_case(n, seed=15)
     expected = ref.symbolic_rev(L, Lb)
-    got = blockchol.chol_rev(L.astype(np.float32), Lb.astype(np.float32), block_size=32)
+    got = blockchol.chol_rev(L.astype(np.float32), Lb.astype(np.float32), block_size=32,
+                             method=method)
     assert got.dtype == np.float32
     # Rounding the inputs to float32 already moves the answer by ~cond·eps32;
     # K here has cond ~1e3, so 2e-4 relative bounds both input and sweep rounding.
@@ -229,27 +254,6 @@ def test_accepts_lists():
 
 
 # --------------------------------------------------------------------------
-# Accuracy on ill-conditioned matrices
-
-
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_ill_conditioned_no_worse_than_unblocked(seed):
-    # Truth from the level-2 sweep in extended precision (64-bit mantissa,
-    # ~2000× finer than float64).  Over seeds and N ≤ 200 at cond 1e10 the
-    # blocked sweep's error was within 1.7× of the float64 level-2 sweep's;
-    # 4× (plus a few ulps for tiny errors) flags a real loss of accuracy.
-    rng = np.random.default_rng(seed)
-    n = 120
-    _, L = random_factor(n, rng, cond=1e10)
-    Lb = random_like((n, n), rng)
-    truth = ref.level2_rev(L.astype(np.longdouble), Lb.astype(np.longdouble))
-    err_unblocked = rel_err(ref.level2_rev(L, Lb), truth)
-    for nb in (8, 32, None):
-        err = rel_err(blockchol.chol_rev(L, Lb, block_size=nb), truth)
-        assert err <= 4 * err_unblocked + 10 * EPS[np.dtype(np.float64)], (nb, err, err_unblocked)
-
-
-# --------------------------------------------------------------------------
 # Inputs and overwrite
 
 
@@ -272,16 +276,18 @@ def test_read_only_inputs_are_accepted():
     assert out.flags.writeable and not np.shares_memory(out, Lb)
 
 
+@pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("order", ["C", "F"])
 @pytest.mark.parametrize("lower", [True, False])
-def test_overwrite_reuses_compatible_l_bar(order, lower):
+def test_overwrite_reuses_compatible_l_bar(order, lower, method):
     _, L, Lb = rev_case(50, seed=18)
     if not lower:
         L, Lb = L.T, Lb.T
     L, Lb = np.array(L, order=order), np.array(Lb, order=order)
     expected = blockchol.chol_rev(L, Lb, lower=lower)
     work = Lb.copy(order="A")
-    out = blockchol.chol_rev(L, work, lower=lower, overwrite_l_bar=True, block_size=16)
+    out = blockchol.chol_rev(L, work, lower=lower, overwrite_l_bar=True, block_size=16,
+                             method=method)
     assert out is work
     assert rel_err(out, expected) < 1e-13
 
@@ -307,66 +313,12 @@ def test_overwrite_falls_back_to_a_copy_when_it_must():
 
 
 # --------------------------------------------------------------------------
-# Threads
-
-
-def test_thread_counts_give_the_same_result():
-    from threadpoolctl import threadpool_info
-    _, L, Lb = rev_case(300, seed=20)
-    before = [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"]
-    results = [blockchol.chol_rev(L, Lb, threads=t, block_size=64) for t in (1, 2, 4)]
-    for r in results[1:]:
-        assert rel_err(r, results[0]) < 1e-13
-    after = [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"]
-    assert after == before
-
-
-def test_threads_limit_is_applied_during_the_call(monkeypatch):
-    from threadpoolctl import threadpool_info
-    from blockchol import _one
-    seen = []
-    real = _one.REV
-
-    def spy(*args, **kwargs):
-        seen.append({p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"})
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(_one, "REV", spy)
-    _, L, Lb = rev_case(10)
-    blockchol.chol_rev(L, Lb, threads=1)
-    assert seen == [{1}]
-
-
-def test_concurrent_calls_are_safe():
-    cases = [rev_case(n, seed=n) for n in (60, 150, 257, 90)]
-    expected = [ref.symbolic_rev(L, Lb) for _, L, Lb in cases]
-    errors = []
-
-    def work(i):
-        try:
-            for rep in range(5):
-                _, L, Lb = cases[i]
-                threads = (None, 1, 2)[(i + rep) % 3]
-                got = blockchol.chol_rev(L, Lb, threads=threads, block_size=32)
-                if rel_err(got, expected[i]) > 1e-12:
-                    errors.append((i, rep, rel_err(got, expected[i])))
-        except Exception as exc:  # surfaced below
-            errors.append(exc)
-
-    workers = [threading.Thread(target=work, args=(i,)) for i in range(len(cases))]
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join()
-    assert errors == []
-
-
-# --------------------------------------------------------------------------
 # Memory
 
 
+@pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("overwrite", [False, True])
-def test_extra_memory(overwrite):
+def test_extra_memory(overwrite, method):
     import tracemalloc
     n, nb = 600, 64
     _, L, Lb = rev_case(n, seed=21)
@@ -374,7 +326,7 @@ def test_extra_memory(overwrite):
     tracemalloc.start()
     try:
         tracemalloc.reset_peak()
-        out = blockchol.chol_rev(L, work, block_size=nb, overwrite_l_bar=overwrite)
+        out = blockchol.chol_rev(L, work, block_size=nb, overwrite_l_bar=overwrite, method=method)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -477,6 +429,8 @@ def test_masked_arrays_rejected():
     (dict(block_size=2.5), TypeError), (dict(block_size="8"), TypeError),
     (dict(threads=0), ValueError), (dict(threads=-1), ValueError),
     (dict(threads=1.5), TypeError), (dict(threads=True), TypeError), (dict(block_size=True), TypeError),
+    (dict(threads=10**30), ValueError), (dict(threads=2**63), ValueError), (dict(threads=65537), ValueError),
+    (dict(method="symbolic"), ValueError), (dict(method=None), ValueError),
 ])
 def test_bad_options(kw, exc):
     with pytest.raises(exc):
@@ -488,43 +442,86 @@ def test_numpy_integer_options_accepted():
     assert rel_err(out, ref.smith_rev(np.eye(3), np.eye(3))) < 1e-15
 
 
-@pytest.mark.parametrize("upper", [False, True])
-def test_alternative_diagonal_kernels_agree(upper):
-    # The level-2 column loop and two-level blocking are kept for the kernel
-    # comparison in notes.md; they must compute the same gradient.
-    from blockchol import _kernel, _sweep
-    from blockchol._operands import Matrix
-    _, L, Lb = rev_case(70, seed=23)
-    expected = ref.symbolic_rev(L, Lb)
-    stored_L = np.asfortranarray(L.T if upper else L)
-    for kernel in (_kernel.symbolic, _kernel.level2, _sweep.recursive_kernel(8)):
-        A = np.asfortranarray(np.tril(Lb).T if upper else np.tril(Lb))
-        W = np.empty((32, 32), order="F")
-        _sweep.rev_sweep(Matrix(stored_L, upper), Matrix(A, upper), 32, Matrix(W, upper),
-                         kernel=kernel)
-        assert rel_err(A.T if upper else A, expected) < 1e-12, kernel
+def test_threads_bound_and_huge_block_sizes():
+    out = blockchol.chol_rev(np.eye(3), np.eye(3), threads=65536)
+    assert rel_err(out, ref.smith_rev(np.eye(3), np.eye(3))) < 1e-15
+    for method in METHODS:
+        out = blockchol.chol_rev(np.eye(3), np.eye(3), block_size=10**30, method=method)
+        assert rel_err(out, ref.smith_rev(np.eye(3), np.eye(3))) < 1e-15
 
 
-def test_large_matrix_passes_on_worker_threads():
-    # From N = 1024 the checks and copies run on worker threads: same results,
-    # same errors, unread triangle still ignored.
-    from blockchol._validation import PARALLEL_PASS_N
-    n = PARALLEL_PASS_N + 77
-    _, L, Lb = rev_case(n, seed=24)
-    Lg, Lbg = with_garbage(L, True), with_garbage(Lb, True)
-    serial = blockchol.chol_rev(Lg, Lbg, threads=1, symmetric=True)
-    for t in (2, 3):
-        assert rel_err(blockchol.chol_rev(Lg, Lbg, threads=t, symmetric=True), serial) < 1e-13
-    assert rel_err(serial, blockchol.chol_rev(L, Lb, symmetric=True)) < 1e-13
-    Lbg[n - 5, 700] = np.inf
-    with pytest.raises(ValueError, match="L_bar contains NaN or infinity"):
-        blockchol.chol_rev(Lg, Lbg, threads=2)
+# --------------------------------------------------------------------------
+# Memory order, subclasses, overlapping memory
 
 
-def test_copied_factor_follows_l_bar_order_so_overwrite_still_applies():
-    _, L, Lb = rev_case(40, seed=25)
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_result_has_the_factors_memory_order_even_when_it_is_converted(order):
+    _, L, Lb = rev_case(30, seed=25)
     expected = blockchol.chol_rev(L, Lb)
-    strided_L = layouts(L)["strided"]             # must be copied
-    work = np.asfortranarray(Lb)
-    out = blockchol.chol_rev(strided_L, work, overwrite_l_bar=True)
-    assert out is work and rel_err(out, expected) < 1e-13
+    integer = np.tril(np.round(L * 10)) + 10 * np.eye(len(L))      # positive diagonal
+    for Lx in (np.array(L, order=order, dtype=np.float32), np.array(L, order=order),
+               np.array(integer.astype(np.int64), order=order)):
+        for Lbx in (np.array(Lb, order="C"), np.array(Lb, order="F"), Lb.astype(np.float32)):
+            for method in METHODS:
+                out = blockchol.chol_rev(Lx, Lbx, method=method)
+                assert out.flags["C_CONTIGUOUS" if order == "C" else "F_CONTIGUOUS"]
+                assert rel_err(out, blockchol.chol_rev(Lx.astype(out.dtype), Lbx.astype(out.dtype))) < 1e-6
+    strided = layouts(L)["strided"]           # neither C nor F: row-major, copied
+    assert blockchol.chol_rev(strided, Lb).flags.c_contiguous
+    assert rel_err(blockchol.chol_rev(strided, Lb), expected) < 1e-13
+
+
+@pytest.mark.filterwarnings("ignore:the matrix subclass:PendingDeprecationWarning")
+@pytest.mark.parametrize("method", METHODS)
+def test_overwrite_returns_the_callers_object(method, tmp_path):
+    _, L, Lb = rev_case(25, seed=26)
+    expected = blockchol.chol_rev(L, Lb)
+    mm = np.lib.format.open_memmap(tmp_path / "lb.npy", mode="w+", dtype=np.float64, shape=Lb.shape)
+    mm[...] = Lb
+    out = blockchol.chol_rev(L, mm, overwrite_l_bar=True, method=method)
+    assert out is mm and rel_err(np.asarray(mm), expected) < 1e-13
+    mat = np.matrix(Lb)
+    out = blockchol.chol_rev(L, mat, overwrite_l_bar=True, method=method)
+    assert out is mat and rel_err(np.asarray(mat), expected) < 1e-13
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_overlapping_l_bar_is_not_overwritten(method):
+    # Rows that overlap one another (as_strided): writing the result over them would
+    # corrupt it, so the rule refuses and the input is left alone.
+    n = 12
+    rng = np.random.default_rng(27)
+    K, L = random_factor(n, rng)
+    base = rng.standard_normal(n * n)
+    Lb = np.lib.stride_tricks.as_strided(base, shape=(n, n), strides=(8 * (n - 3), 8),
+                                         writeable=True)
+    before = np.array(Lb)
+    out = blockchol.chol_rev(L, Lb, overwrite_l_bar=True, method=method)
+    assert not np.shares_memory(out, base)
+    assert np.array_equal(np.array(Lb), before)
+    assert rel_err(out, ref.symbolic_rev(L, before)) < 1e-12
+
+
+# --------------------------------------------------------------------------
+# Overflow
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("lower", [True, False])
+def test_a_tiny_pivot_gives_inf_with_a_warning_not_nan(method, lower):
+    # L = diag(1, 1e-200, 1) with a coupling below it: the true gradient has entries
+    # ~1e400, beyond float64; those must be ±inf, the others finite and right.
+    L = np.array([[1.0, 0, 0], [0.5, 1e-200, 0], [0.25, 0.5, 1.0]])
+    Lb = np.tril(np.ones((3, 3)))
+    truth = ref.symbolic_rev(L, Lb, dtype=np.longdouble)   # long double reaches 1e4932
+    Lx, Lbx = (L, Lb) if lower else (L.T.copy(), Lb.T.copy())
+    with pytest.warns(RuntimeWarning, match="overflows float64"):
+        G = blockchol.chol_rev(Lx, Lbx, lower=lower, method=method)
+    G = G if lower else G.T
+    assert not np.isnan(G).any()
+    big = np.abs(truth) > np.finfo(np.float64).max
+    assert big.any() and np.isinf(G[big]).all()
+    assert np.array_equal(np.sign(G[big]), np.sign(truth[big]).astype(float))
+    small = ~big & (np.tril(np.ones((3, 3))) > 0)
+    np.testing.assert_allclose(G[small], truth[small].astype(float), rtol=1e-12)
+    assert not np.triu(G, 1).any()

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 import blockchol
-from blockchol import _batch
 from blockchol import reference as ref
+from blockchol._plan import STACK_MAX_N
+from blockchol._validation import METHODS
 from helpers import layouts, random_factor, random_like, rel_err
 
 DTYPES = [np.float32, np.float64, np.complex64, np.complex128]
@@ -44,26 +45,28 @@ def as_upper(L, X):
 # Forward mode
 
 
+@pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("n", [1, 2, 5, 16, 17, 40])
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_fwd_matches_symbolic(n, dtype):
+def test_fwd_matches_symbolic(n, dtype, method):
     rng = np.random.default_rng(n)
     _, L = random_factor(n, rng, dtype)
     Kd = random_like((n, n), rng, dtype)
     expected = ref.symbolic_fwd(L.astype(np.complex128 if np.iscomplexobj(L) else np.float64), Kd)
     for nb in (1, 4, 16, None):
-        got = blockchol.chol_fwd(L, Kd, block_size=nb)
+        got = blockchol.chol_fwd(L, Kd, block_size=nb, method=method)
         assert got.dtype == dtype
         assert rel_err(got, expected) < TOL[np.dtype(dtype)], nb
         assert not np.triu(got, 1).any()
         Lu, Kdu = as_upper(L, Kd)
-        got_u = blockchol.chol_fwd(Lu, Kdu, lower=False, block_size=nb)
+        got_u = blockchol.chol_fwd(Lu, Kdu, lower=False, block_size=nb, method=method)
         assert rel_err(got_u, herm(expected)) < TOL[np.dtype(dtype)], nb
         assert not np.tril(got_u, -1).any()
 
 
+@pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("dtype", [np.float64, np.complex128])
-def test_fwd_is_the_derivative_of_cholesky(dtype):
+def test_fwd_is_the_derivative_of_cholesky(dtype, method):
     rng = np.random.default_rng(3)
     n = 23
     K, L = random_factor(n, rng, dtype)
@@ -71,15 +74,16 @@ def test_fwd_is_the_derivative_of_cholesky(dtype):
     H = hermitian_from(Kd, True)
     h = 1e-6
     fd = (np.linalg.cholesky(K + h * H) - np.linalg.cholesky(K - h * H)) / (2 * h)
-    got = blockchol.chol_fwd(L, Kd, block_size=8)
+    got = blockchol.chol_fwd(L, Kd, block_size=8, method=method)
     # Central differences: truncation and cancellation errors both ~1e-9 relative here.
     assert rel_err(got, fd) < 1e-6
 
 
+@pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("lower", [True, False])
 @pytest.mark.parametrize("n, nb", [(1, None), (9, 4), (33, 8), (70, None)])
-def test_adjoint_identity(dtype, lower, n, nb):
+def test_adjoint_identity(dtype, lower, n, nb, method):
     # Re Σ conj(L̄) ⊙ L̇ = Re Σ_read conj(G) ⊙ K̇ links chol_fwd and chol_rev.
     rng = np.random.default_rng(n)
     _, L = random_factor(n, rng, dtype)
@@ -90,8 +94,8 @@ def test_adjoint_identity(dtype, lower, n, nb):
     tri = np.tril if lower else np.triu
     Kd = tri(Kd)
     np.fill_diagonal(Kd, Kd.diagonal().real)   # a tangent of a Hermitian K has a real diagonal
-    Ld = blockchol.chol_fwd(L, Kd, lower=lower, block_size=nb)
-    G = blockchol.chol_rev(L, Lb, lower=lower, block_size=nb)
+    Ld = blockchol.chol_fwd(L, Kd, lower=lower, block_size=nb, method=method)
+    G = blockchol.chol_rev(L, Lb, lower=lower, block_size=nb, method=method)
     lhs = np.vdot(tri(Lb), Ld).real
     rhs = np.vdot(G, Kd).real
     scale = np.abs(tri(Lb)).sum() * np.abs(Ld).max() + np.abs(G).sum() * np.abs(Kd).max()
@@ -99,7 +103,8 @@ def test_adjoint_identity(dtype, lower, n, nb):
     assert abs(lhs - rhs) <= tol * scale
 
 
-def test_fwd_layouts_and_garbage():
+@pytest.mark.parametrize("method", METHODS)
+def test_fwd_layouts_and_garbage(method):
     rng = np.random.default_rng(4)
     n = 30
     _, L = random_factor(n, rng)
@@ -108,8 +113,9 @@ def test_fwd_layouts_and_garbage():
     Lg, Kdg = np.triu(np.full((n, n), np.nan), 1) + np.tril(L), np.triu(np.full((n, n), np.nan), 1) + np.tril(Kd)
     for name, Lx in layouts(Lg).items():
         for kname, Kx in layouts(Kdg).items():
-            got = blockchol.chol_fwd(Lx, Kx, block_size=7)
+            got = blockchol.chol_fwd(Lx, Kx, block_size=7, method=method)
             assert rel_err(got, expected) < 1e-12, (name, kname)
+            assert not np.triu(got, 1).any()
 
 
 def test_fwd_errors_and_inputs_untouched():
@@ -236,29 +242,33 @@ def per_matrix(fn, L, X, **kw):
     return out
 
 
+@pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("fn", [blockchol.chol_rev, blockchol.chol_fwd])
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("batch, n", [((5,), 4), ((3, 2), 17), ((40,), 8), ((3,), 70), ((2,), 130)])
-def test_stack_matches_per_matrix_loop(fn, dtype, batch, n):
+@pytest.mark.parametrize("batch, n", [((5,), 4), ((3, 2), 17), ((40,), 8), ((3,), 70), ((2,), 130),
+                                      ((2,), 300)])
+def test_stack_matches_per_matrix_loop(fn, dtype, batch, n, method):
     L, X = stack_case(batch, n, dtype, seed=n)
     for lower in (True, False):
         Lx, Xx = (L, X) if lower else as_upper(L, X)
-        got = fn(Lx, Xx, lower=lower)
+        got = fn(Lx, Xx, lower=lower, method=method)
         assert got.shape == batch + (n, n) and got.dtype == dtype
-        assert rel_err(got, per_matrix(fn, Lx, Xx, lower=lower)) < TOL[np.dtype(dtype)]
+        assert rel_err(got, per_matrix(fn, Lx, Xx, lower=lower, method=method)) < TOL[np.dtype(dtype)]
 
 
-@pytest.mark.parametrize("n", [1, 5, 24, 40, 77, 130])
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("n", [1, 5, 24, 40, 77, 130, 256])
 @pytest.mark.parametrize("dtype", [np.float64, np.complex128])
-def test_stacked_sweep_block_sizes(n, dtype):
-    # Up to STACK_MAX_N stacks take the stacked sweeps; every block size,
-    # including one block (the closed form), must agree with single calls.
-    assert n <= _batch.STACK_MAX_N
-    L, X = stack_case((20,), n, dtype, seed=n)
+def test_stacked_and_looped_paths_agree_to_rounding(n, dtype, method):
+    # Up to STACK_MAX_N stacks take the stacked operations, single matrices the BLAS
+    # path; with the same block size the two agree to rounding.
+    assert n <= STACK_MAX_N
+    L, X = stack_case((6,), n, dtype, seed=n)
     for fn in (blockchol.chol_rev, blockchol.chol_fwd):
-        expected = per_matrix(fn, L, X)
         for nb in (1, 3, 8, 16, 33, n, None):
-            assert rel_err(fn(L, X, block_size=nb), expected) < 1e-12, (fn.__name__, nb)
+            expected = per_matrix(fn, L, X, block_size=nb, method=method)
+            got = fn(L, X, block_size=nb, method=method)
+            assert rel_err(got, expected) < 1e-12, (fn.__name__, nb)
 
 
 def test_stack_symmetric_and_threads():
@@ -303,9 +313,10 @@ def test_stack_errors_name_the_batch_index():
         blockchol.chol_rev(L, X)
 
 
-@pytest.mark.parametrize("n", [5, 90])   # stacked and looped paths
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("n", [5, 90, 300])   # stacked and looped paths
 @pytest.mark.parametrize("lower", [True, False])
-def test_stack_unread_triangle_is_ignored(n, lower):
+def test_stack_unread_triangle_is_ignored(n, lower, method):
     L, X = stack_case((4,), n, np.complex128, seed=n)
     if not lower:
         L, X = as_upper(L, X)
@@ -314,24 +325,27 @@ def test_stack_unread_triangle_is_ignored(n, lower):
     Lg[..., iu[0], iu[1]] = np.nan
     Xg[..., iu[0], iu[1]] = np.inf
     for fn in (blockchol.chol_rev, blockchol.chol_fwd):
-        clean = fn(L, X, lower=lower)
+        clean = fn(L, X, lower=lower, method=method)
         assert np.isfinite(clean).all()
-        assert rel_err(fn(Lg, Xg, lower=lower), clean) < 1e-14
+        dirty = fn(Lg, Xg, lower=lower, method=method)
+        assert rel_err(dirty, clean) < 1e-14
+        assert not dirty[..., iu[0], iu[1]].any()
 
 
+@pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("n", [10, 300])            # stacked and looped paths
 @pytest.mark.parametrize("lower", [True, False])
 @pytest.mark.parametrize("dtype", [np.float64, np.complex128])
-def test_stack_inputs_untouched_and_overwrite(n, lower, dtype):
+def test_stack_inputs_untouched_and_overwrite(n, lower, dtype, method):
     L, X = stack_case((3,), n, dtype, seed=15)
     if not lower:
         L, X = as_upper(L, X)
         L, X = L.copy(), X.copy()
     L0, X0 = L.copy(), X.copy()
-    expected = blockchol.chol_rev(L, X, lower=lower)
+    expected = blockchol.chol_rev(L, X, lower=lower, method=method)
     assert np.array_equal(L, L0) and np.array_equal(X, X0)
     work = X.copy()
-    out = blockchol.chol_rev(L, work, lower=lower, overwrite_l_bar=True)
+    out = blockchol.chol_rev(L, work, lower=lower, overwrite_l_bar=True, method=method)
     assert out is work and rel_err(out, expected) < 1e-14
     # A broadcast L_bar is never overwritten.
     Xb = X[0].copy()
@@ -342,24 +356,6 @@ def test_stack_inputs_untouched_and_overwrite(n, lower, dtype):
     ro.flags.writeable = False
     out = blockchol.chol_rev(L, ro, lower=lower, overwrite_l_bar=True)
     assert out is not ro and rel_err(out, expected) < 1e-14
-
-
-def test_ill_conditioned_stack_no_worse_than_unblocked():
-    # The stacked path inverts L explicitly; check it against extended precision
-    # like the blocked sweep (see test_chol_rev.test_ill_conditioned_no_worse_than_unblocked).
-    rng = np.random.default_rng(16)
-    n = 30
-    Ls = np.stack([random_factor(n, rng, cond=1e10)[1] for _ in range(6)])
-    Lbs = random_like(Ls.shape, rng)
-    got = blockchol.chol_rev(Ls, Lbs)
-    fwd = blockchol.chol_fwd(Ls, Lbs)
-    for i in range(len(Ls)):
-        truth = ref.level2_rev(Ls[i].astype(np.longdouble), Lbs[i].astype(np.longdouble))
-        err_unblocked = rel_err(ref.level2_rev(Ls[i], Lbs[i]), truth)
-        assert rel_err(got[i], truth) <= 4 * err_unblocked + 1e-15
-    # Forward mode: the stacked closed form against the blocked sweep.
-    looped = blockchol.chol_fwd(Ls, Lbs, block_size=8)
-    assert rel_err(fwd, looped) < 1e-8
 
 
 @pytest.mark.parametrize("n", [1, 4, 9, 20])

@@ -1,0 +1,150 @@
+"""One call, decided once.
+
+The public functions hand their arguments to :func:`make_plan`, which checks
+them (:mod:`._validation`) and resolves everything the layers below need
+into one :class:`Plan`: direction and method, orientation, the path (one
+matrix, a loop over large matrices, or stacked operations over small ones),
+block size, the BLAS thread limit and the worker count, whether the result
+goes over the second argument, and a power-of-two scaling that keeps
+intermediate results from overflowing.  The executors (:mod:`._one`,
+:mod:`._batch`) only carry the plan out.
+"""
+
+import math
+
+import numpy as np
+
+from . import _stacked, _sweep
+from ._layout import can_overwrite, is_row_major
+from ._passes import PARALLEL_N
+from ._threads import CORES, blas_pool_size, split_threads
+from ._validation import (as_input_array, check_count, check_factor_diagonal, check_finite_triangle,
+                          check_method, check_pair, check_threads, result_dtype)
+
+__all__ = ["Plan", "make_plan", "STACK_MAX_N", "CLOSED_BLOCK"]
+
+#: Largest N that a stack processes with stacked operations (:mod:`._stacked`).
+STACK_MAX_N = 256
+#: Row-block height of the closed forms' triangular products (measurements in notes.md).
+CLOSED_BLOCK = 256
+#: A stack is shared among worker threads only in pieces of at least this much
+#: work (count · N³): below it, handing work to a thread costs more than it saves.
+MIN_WORKER_FLOPS = 1 << 20
+
+
+class Plan:
+    """Everything decided about one call.
+
+    Attributes
+    ----------
+    direction : {"rev", "fwd"}
+    method : {"closed", "sweep"}
+    lower, symmetric : bool
+        The caller's orientation and output convention.
+    dtype : numpy.dtype
+        The computation and result dtype.
+    n : int
+        Matrix size.
+    shape : tuple
+        The result's shape, batch dimensions included.
+    path : {"empty", "one", "loop", "stacked"}
+    block_size : int
+        Block width of the sweep, or row-block height of the closed form's products.
+    blas_threads : int or None
+        The BLAS thread limit for the call (None: the pools as they are).
+    workers : int
+        Worker threads for stacked chunks or for passes over a whole matrix.
+    overwrite : bool
+        Whether the result is written over the second argument.
+    row_major : bool
+        The result's memory order for a single matrix: L's.
+    scale_exp : int
+        The second argument is scaled by 2^-scale_exp on the way in and the
+        result by 2^scale_exp on the way out (0 almost always; see
+        :func:`_overflow_scaling`).
+    """
+
+    __slots__ = ("direction", "method", "lower", "symmetric", "dtype", "n", "shape", "path",
+                 "block_size", "blas_threads", "workers", "overwrite", "row_major", "scale_exp")
+
+    def __init__(self, **fields):
+        for name in self.__slots__:
+            setattr(self, name, fields[name])
+
+    @property
+    def count(self):
+        return math.prod(self.shape[:-2])
+
+
+def make_plan(direction, L, X, names, *, lower, symmetric, method, block_size, overwrite,
+              check_finite, threads):
+    """``(plan, L, X)``: the checked arrays and the :class:`Plan` for them."""
+    X_given = X
+    L = as_input_array(L, names[0])
+    X = as_input_array(X, names[1])
+    batch = check_pair(L, X, names)
+    block_size = check_count(block_size, "block_size")
+    threads = check_threads(threads)
+    method = check_method(method)
+    dtype = result_dtype(L, X)
+    n = L.shape[-1]
+    shape = batch + (n, n)
+    count = math.prod(batch)
+    lower = bool(lower)
+
+    if n == 0 or count == 0:
+        path = "empty"
+    elif not batch:
+        path = "one"
+    else:
+        path = "stacked" if n <= STACK_MAX_N else "loop"
+
+    if path == "stacked":
+        workers, blas_threads = split_threads(threads, max(1, count * n ** 3 // MIN_WORKER_FLOPS))
+        nb = block_size or (_stacked.sweep_block_size(n) if method == "sweep" else n)
+    else:
+        # Passes over a whole matrix run while the BLAS is idle, so they may
+        # use as many threads as the BLAS would.
+        blas_threads = threads
+        workers = 1 if n < PARALLEL_N else min(threads or blas_pool_size(), CORES)
+        nb = block_size or (_sweep.default_block_size(n) if method == "sweep" else CLOSED_BLOCK)
+    nb = max(1, min(nb, n))
+
+    if check_finite:
+        check_finite_triangle(L, names[0], lower, workers)
+        check_finite_triangle(X, names[1], lower, workers)
+    check_factor_diagonal(L, names[0])
+
+    reuse = (bool(overwrite) and path != "empty" and isinstance(X_given, np.ndarray)
+             and can_overwrite(X, L, shape, dtype))
+    plan = Plan(direction=direction, method=method, lower=lower, symmetric=bool(symmetric),
+                dtype=np.dtype(dtype), n=n, shape=shape, path=path, block_size=nb,
+                blas_threads=blas_threads, workers=workers, overwrite=reuse,
+                row_major=is_row_major(L),
+                scale_exp=_overflow_scaling(L, X, dtype, lower, path))
+    return plan, L, X
+
+
+def _overflow_scaling(L, X, dtype, lower, path):
+    """The power of two by which to shrink X so that no intermediate result overflows.
+
+    The results and intermediates are linear in X and grow like
+    max|X| · max|L_ii| / min(L_ii)² at most in the cases that matter (a
+    tiny diagonal entry: X = L⁻¹ K̇ L⁻ᴴ forward, X L = L⁻ᴴ M reverse).  Only
+    when that estimate comes near the top of the dtype's range is X
+    shrunk, exactly, by a power of two; results that truly overflow then
+    become ±inf when scaled back, instead of NaN from inf − inf inside.
+    """
+    if path == "empty":
+        return 0
+    real = np.finfo(np.dtype(dtype).type(0).real.dtype)
+    d = np.abs(np.diagonal(L, axis1=-2, axis2=-1))
+    dmin = float(d.min())
+    headroom = real.maxexp - 32
+    if math.log2(1.0 / dmin) * 2 < headroom / 2:
+        return 0
+    xmax = float(np.abs(np.tril(X) if lower else np.triu(X)).max())   # the read triangle
+    if xmax == 0.0 or not math.isfinite(xmax):
+        return 0
+    est = math.log2(xmax) + math.log2(max(float(d.max()), 1.0)) + 2 * math.log2(1.0 / dmin)
+    return int(min(max(math.ceil(est - headroom), 0), real.maxexp - 64))
