@@ -1,210 +1,270 @@
-"""The suites: which problems go through which implementations.
+"""The suites: cases as plain data, the implementations they time, the references they check against.
 
-Each suite is a function of a :class:`~bench.runner.Context` that appends
-records to it.  ``SUITES`` maps the names accepted by ``--suite`` to them.
+Every row is checked against an independent form: the reverse derivatives
+against :func:`blockchol.reference.symbolic_rev` (scipy's triangular
+solves), per matrix for stacks; the factorization by its reconstruction;
+gemm against numpy's product.  Peers (torch, jax, GPy) are timed on their
+own backward only: the forward graph, the jit compilation and the
+factorization are built once, untimed.
 """
 
-import gc
-import tracemalloc
+import importlib
 
 import numpy as np
+import scipy.linalg as sl
+from scipy.linalg import blas, lapack
+from threadpoolctl import threadpool_limits
 
 import blockchol
-from blockchol import _sweep, reference
+from blockchol import reference as ref
 
-from . import impls as I
-from .features import batch_support, complex_support, fwd_support
-from .problems import make_problem
-from .runner import Record, run_case, wide_reference
+__all__ = ["SUITES"]
 
-__all__ = ["SUITES", "core", "blocks", "kernels", "threads", "memory", "batch", "complex_", "fwd"]
+# --------------------------------------------------------------------------
+# Cases
+
+#: Single matrices for the speed targets, float64.
+SIZES = {"full": (10, 100, 1000, 4000), "quick": (10, 100, 1000)}
+#: Stacks (count, N, N) for the speed targets, float64 and float32.
+STACKS = {"full": ((1000, 32, 32), (10000, 8, 8), (100, 128, 128)),
+          "quick": ((1000, 32, 32), (10000, 8, 8), (100, 128, 128))}
+#: The thread-scaling case.
+THREAD_N = {"full": 4000, "quick": 1500}
+#: Accuracy: (kernel, N, jitter), sorted inputs: issue 8's table and one more.
+ACCURACY = ((("rbf", 200, 1e-10), ("rbf", 500, 1e-10), ("rbf", 300, 1e-8), ("rbf", 600, 1e-6),
+             ("matern52", 150, 1e-8), ("matern52", 100, 1e-10)))
+#: Accuracy against conditioning: RBF, N = 200, sorted, these jitters.
+JITTERS = tuple(10.0 ** -k for k in range(12, 0, -1))
+#: Block sizes: (N, candidates) for the sweep's width and the closed form's product height.
+BLOCKS = {"full": ((500, (32, 64, 128)), (1000, (32, 64, 128, 256)), (4000, (64, 128, 256))),
+          "quick": ((500, (32, 64, 128)), (1000, (64, 128)))}
 
 
-def _rev_reference(ctx, suite, problem):
-    """chol_rev in double precision, one matrix at a time; the closed form if it fails."""
+def spd_problem(n, batch=(), dtype=np.float64, seed=0):
+    """(K, L, L̄): a well-conditioned random K (cond ~ 1e2), its factor, a random lower L̄."""
+    rng = np.random.default_rng(seed + n)
+    A = rng.standard_normal(batch + (n, n + 3))
+    K = A @ np.swapaxes(A, -1, -2) / n + 0.1 * np.eye(n)
+    L = np.linalg.cholesky(K).astype(dtype)
+    if not batch:
+        L = np.asfortranarray(L)          # as scipy.linalg.cholesky returns it
+    Lb = np.tril(rng.standard_normal(batch + (n, n)))
+    return K.astype(dtype), L, Lb.astype(dtype)
+
+
+# --------------------------------------------------------------------------
+# Peers: backward only, in their own convention (a full symmetric gradient S)
+
+
+def _peer(name):
     try:
-        return wide_reference(blockchol.chol_rev, problem, "L", "L_bar")
-    except Exception as error:
-        ctx.note(suite, "reference: chol_rev failed (%s: %s), so answers are checked against "
-                        "reference.symbolic_rev" % (type(error).__name__, error))
-        return wide_reference(reference.symbolic_rev, problem, "L", "L_bar")
+        return importlib.import_module(name)
+    except ImportError:
+        return None
 
 
-def _rev_peers():
-    return [I.gpy_impl(), I.torch_rev_impl(), I.jax_rev_impl()]
+def torch_rev(K, Lb):
+    torch = _peer("torch")
+    Kt = torch.from_numpy(np.ascontiguousarray(K)).requires_grad_()
+    Lt = torch.linalg.cholesky(Kt)
+    g = torch.from_numpy(np.ascontiguousarray(Lb))
+    return lambda: torch.autograd.grad(Lt, Kt, g, retain_graph=True)[0].numpy()
 
 
-def _yardsticks(dtype):
-    return [I.potrf_impl(dtype), I.gemm_impl(dtype)]
+def jax_rev(K, Lb):
+    jax = _peer("jax")
+    jax.config.update("jax_enable_x64", True)
+    import jax.numpy as jnp
+    _, vjp = jax.vjp(jnp.linalg.cholesky, jnp.asarray(K))
+    apply = jax.jit(lambda f, ct: f(ct)[0])
+    ct = jnp.asarray(Lb)
+    return lambda: np.asarray(apply(vjp, ct).block_until_ready())
 
 
-def core_impls(config, dtype):
-    """The rows of the main table, in order."""
-    return ([I.chol_rev_impl()]
-            + I.seed_rev_impls(config.smith_max_n, config.level2_max_n)
-            + _rev_peers()
-            + list(config.extra_impls)
-            + _yardsticks(dtype))
+def gpy_rev(L, Lb):
+    mod = _peer("GPy.util.choleskies")
+    return lambda: mod.backprop_gradient(np.array(Lb), np.array(L))
 
 
-def core(ctx):
-    """Reverse mode, one matrix: chol_rev against the seed's forms, peers and yardsticks."""
-    config = ctx.config
-    for dtype in config.dtypes:
-        for n in config.sizes:
-            problem = make_problem(n, dtype, seed=config.seed)
-            run_case(ctx, "core", problem, core_impls(config, dtype),
-                     _rev_reference(ctx, "core", problem))
+def triangular(S):
+    """G from a full gradient S over all N² entries of K: both triangles summed onto the lower."""
+    St = np.swapaxes(S, -1, -2)
+    return np.tril(S) + np.tril(St, -1)
 
 
-def block_sizes_for(n, candidates):
-    """The block sizes worth timing at N: those below N, N itself, and the default pick."""
-    sizes = {b for b in candidates if b < n}
-    if n <= max(candidates):
-        sizes.add(n)          # one block: the diagonal kernel on the whole matrix
-    sizes.add(min(_sweep.default_block_size(n), n))
-    return sorted(sizes)
+PEER_REV = {"torch": torch_rev, "jax": jax_rev}
 
 
-def blocks(ctx):
-    """chol_rev's block-size sweep, to justify default_block_size."""
-    config = ctx.config
-    for dtype in config.dtypes:
-        for n in config.sizes:
-            problem = make_problem(n, dtype, seed=config.seed)
-            impls = [I.chol_rev_impl(block_size=b, name="chol_rev, block_size=%d" % b)
-                     for b in block_sizes_for(n, config.block_sizes)]
-            run_case(ctx, "blocks", problem, impls, _rev_reference(ctx, "blocks", problem))
+def rev_check(L, Lb, tol):
+    """check(name, output) against symbolic_rev, per matrix; peers' outputs converted to G."""
+    if L.ndim == 2:
+        expected = ref.symbolic_rev(L, Lb)
+    else:
+        expected = np.stack([ref.symbolic_rev(L[i], Lb[i]) for i in range(len(L))])
+
+    def check(name, out):
+        out = triangular(np.asarray(out)) if name in PEER_REV else np.asarray(out)
+        err = float(np.abs(out - expected).max() / np.abs(expected).max())
+        return err, err <= tol
+    return check
 
 
-def kernels(ctx):
-    """The diagonal kernel: closed form (default) against the level-2 loop and two-level blocking."""
-    config = ctx.config
-    for dtype in config.dtypes:
-        for n in config.kernel_sizes:
-            problem = make_problem(n, dtype, seed=config.seed)
-            impls = [I.chol_rev_kernel_impl(kernel, b)
-                     for b in config.kernel_block_sizes if b < n for kernel in I.KERNELS]
-            run_case(ctx, "kernels", problem, impls, _rev_reference(ctx, "kernels", problem))
+# --------------------------------------------------------------------------
+# Suites
 
 
-def threads(ctx):
-    """chol_rev and potrf at each thread count; run outside the harness's global limit."""
-    config = ctx.config
-    for dtype in config.dtypes:
-        for n in config.thread_sizes:
-            problem = make_problem(n, dtype, seed=config.seed)
-            impls = [I.chol_rev_impl(threads=t, name="chol_rev, %d thread%s" % (t, "s"[t == 1:]))
-                     for t in config.thread_counts]
-            impls += [I.potrf_impl(dtype, threads=t) for t in config.thread_counts]
-            run_case(ctx, "threads", problem, impls, _rev_reference(ctx, "threads", problem))
+def targets(b):
+    """Issue 11's and issue 8's speed targets: single matrices, stacks, thread scaling."""
+    profile = "quick" if b.quick else "full"
+    for n in SIZES[profile]:
+        K, L, Lb = spd_problem(n)
+        impls = {"chol_rev": lambda: blockchol.chol_rev(L, Lb),
+                 "chol_rev sweep": lambda: blockchol.chol_rev(L, Lb, method="sweep")}
+        if n == 10:
+            impls["scipy.linalg.cholesky"] = lambda: sl.cholesky(K, lower=True)
+        else:
+            impls["dpotrf"] = lambda: lapack.dpotrf(K, lower=1)
+        if n >= 1000:
+            Kf = np.asfortranarray(K)
+            impls["dgemm"] = lambda: blas.dgemm(1.0, Kf, Kf)
+        for name, make in PEER_REV.items():
+            if _peer(name) is not None:
+                impls[name] = make(K, Lb)
+        base = "scipy.linalg.cholesky" if n == 10 else "dpotrf"
+        check = rev_check(L, Lb, 1e-9)
+        b.compare("targets", "N=%d" % n, impls, _with_yardsticks(check, K, L), baseline=base,
+                  n=n, flops_sweep=2 * n ** 3 / 3, flops_gemm=2 * n ** 3)
+    for dtype in (np.float64, np.float32):
+        for shape in STACKS[profile]:
+            c, n, _ = shape
+            K, L, Lb = spd_problem(n, (c,), dtype)
+            impls = {"chol_rev": lambda: blockchol.chol_rev(L, Lb),
+                     "chol_rev sweep": lambda: blockchol.chol_rev(L, Lb, method="sweep")}
+            for name, make in PEER_REV.items():
+                if _peer(name) is not None:
+                    impls[name] = make(K, Lb)
+            tol = 1e-9 if dtype == np.float64 else 1e-3
+            b.compare("targets", "stack %s %s" % (shape, np.dtype(dtype).name), impls,
+                      rev_check(L.astype(np.float64), Lb.astype(np.float64), tol),
+                      baseline="torch", shape=list(shape), dtype=np.dtype(dtype).name)
+    threads(b, THREAD_N[profile])
 
 
-def _traced_peak(call):
-    """(result, peak bytes allocated during ``call``) as seen by tracemalloc.
-
-    numpy reports its array buffers to tracemalloc, so this counts every
-    array chol_rev allocates (the result included), but not memory that the
-    BLAS library allocates for itself.
-    """
-    gc.collect()
-    tracemalloc.start()
-    try:
-        tracemalloc.reset_peak()
-        before = tracemalloc.get_traced_memory()[0]
-        result = call()
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-    return result, peak - before
+def _with_yardsticks(check, K, L):
+    def full_check(name, out):
+        if name in ("dpotrf", "scipy.linalg.cholesky"):
+            F = np.tril(out[0] if isinstance(out, tuple) else out)
+            err = float(np.abs(F @ F.T - K).max() / np.abs(K).max())
+            return err, err < 1e-12
+        if name == "dgemm":
+            err = float(np.abs(out - K @ K).max() / np.abs(K @ K).max())
+            return err, err < 1e-12
+        return check(name, out)
+    return full_check
 
 
-def _memory_record(problem, label, peak, in_place):
-    matrix_bytes = problem.n ** 2 * problem.dtype.itemsize
-    return Record(suite="memory", dtype=str(problem.dtype), case=problem.label, n=problem.n,
-                  batch=[], impl=label, key="chol_rev", role=I.OURS, timed=label,
-                  flops=I.rev_flops(problem), status="ok",
-                  extra={"peak_bytes": peak, "matrix_bytes": matrix_bytes,
-                         "ratio": peak / matrix_bytes, "result_is_l_bar": in_place})
+def threads(b, n):
+    """1 → 2 (… → all) threads at one N: every implementation at every count, side by side."""
+    K, L, Lb = spd_problem(n)
+    Kf = np.asfortranarray(K)
+    counts = sorted({1, 2, b.cores} if b.cores > 2 else {1, b.cores})
+    impls = {}
+    for t in counts:
+        impls["chol_rev sweep @%d" % t] = (lambda t=t: blockchol.chol_rev(L, Lb, method="sweep",
+                                                                        threads=t))
+        impls["chol_rev @%d" % t] = lambda t=t: blockchol.chol_rev(L, Lb, threads=t)
+        impls["dpotrf @%d" % t] = lambda t=t: _limited(t, lambda: lapack.dpotrf(K, lower=1))
+        impls["dgemm @%d" % t] = lambda t=t: _limited(t, lambda: blas.dgemm(1.0, Kf, Kf))
+    check = rev_check(L, Lb, 1e-9)
+
+    def named(name, out):
+        return _with_yardsticks(check, K, L)(name.split(" @")[0], out)
+    b.compare("threads", "N=%d" % n, impls, named, baseline="chol_rev sweep @1", n=n)
 
 
-def memory(ctx):
-    """Peak extra memory of chol_rev, default and overwrite_l_bar=True, against N² · itemsize."""
-    config = ctx.config
-    for dtype in config.dtypes:
-        for n in config.memory_sizes:
-            problem = make_problem(n, dtype, seed=config.seed)
-            L = problem.L     # C-ordered, as is every L_bar copy below: overwrite applies
-            for label, overwrite in (("chol_rev(L, L_bar)", False),
-                                     ("chol_rev(L, L_bar, overwrite_l_bar=True)", True)):
-                blockchol.chol_rev(L, problem.L_bar.copy(), overwrite_l_bar=overwrite)  # warm-up
-                L_bar = problem.L_bar.copy()
-                result, peak = _traced_peak(
-                    lambda: blockchol.chol_rev(L, L_bar, overwrite_l_bar=overwrite))
-                record = _memory_record(problem, label, peak, result is L_bar)
-                del result, L_bar
-                ctx.records.append(record)
-                ctx.progress("[memory %s %s] %s: peak %.3g MiB = %.3g × N²·itemsize%s"
-                             % (record.dtype, record.case, label, peak / 2 ** 20,
-                                record.extra["ratio"],
-                                ", result written over L_bar" if record.extra["result_is_l_bar"]
-                                else ""))
+def _limited(t, fn):
+    with threadpool_limits(t, user_api="blas"):
+        return fn()
 
 
-def batch(ctx):
-    """Stacks: batched chol_rev (when supported) against one call per matrix and the peers."""
-    config = ctx.config
-    unsupported = batch_support()
-    if unsupported:
-        ctx.note("batch", "%s; its batched row is skipped (one call per matrix is timed)"
-                 % unsupported)
-    for dtype in config.dtypes:
-        for shape in config.batch_shapes:
-            problem = make_problem(shape[-1], dtype, batch=shape[:-2], seed=config.seed)
-            impls = [] if unsupported else [I.chol_rev_impl(name="chol_rev (batched)")]
-            impls.append(I.chol_rev_loop_impl())
-            for peer in (I.torch_rev_impl(), I.jax_rev_impl()):
-                peer.name += " (batched)"
-                impls.append(peer)
-            impls.append(I.numpy_cholesky_impl())
-            run_case(ctx, "batch", problem, impls, _rev_reference(ctx, "batch", problem))
+def blocks(b):
+    """The sweep's block width and the closed form's product height, against N."""
+    for n, sizes in BLOCKS["quick" if b.quick else "full"]:
+        K, L, Lb = spd_problem(n)
+        check = rev_check(L, Lb, 1e-9)
+        impls = {}
+        for nb in sizes:
+            impls["sweep nb=%d" % nb] = lambda nb=nb: blockchol.chol_rev(L, Lb, method="sweep",
+                                                                         block_size=nb)
+        for nb in sizes + (512,):
+            impls["closed nb=%d" % nb] = lambda nb=nb: blockchol.chol_rev(L, Lb, block_size=nb)
+        impls["sweep default"] = lambda: blockchol.chol_rev(L, Lb, method="sweep")
+        impls["closed default"] = lambda: blockchol.chol_rev(L, Lb)
+        b.compare("blocks", "N=%d" % n, impls, check, baseline="closed default", n=n)
 
 
-_COMPLEX_OF = {np.dtype(np.float64): np.dtype(np.complex128),
-               np.dtype(np.float32): np.dtype(np.complex64)}
+def accuracy(b):
+    """Issue 8's table: relative errors against the long-double truth, every method, same matrices."""
+    torch, jax = _peer("torch"), _peer("jax")
+    for kernel, n, jitter in ACCURACY:
+        K, L, Lb = ref.kernel_problem(kernel, n, jitter)
+        row = _errors(K, L, Lb, torch, jax, worst=True)
+        for impl, err in row.items():
+            b.record("accuracy", "%s %d %g" % (kernel, n, jitter), impl, error=err,
+                     cond=float(np.linalg.cond(K)))
+    for jitter in JITTERS[::2] if b.quick else JITTERS:
+        K, L, Lb = ref.kernel_problem("rbf", 200, jitter)
+        cond = float(np.linalg.cond(K))
+        for impl, err in _errors(K, L, Lb, torch, jax, worst=False).items():
+            b.record("accuracy-cond", "rbf 200 %g" % jitter, impl, error=err, cond=cond)
 
 
-def complex_(ctx):
-    """Complex Hermitian K = L Lᴴ: chol_rev (when supported) against torch, jax, the seed's forms."""
-    config = ctx.config
-    unsupported = complex_support()
-    if unsupported:
-        ctx.note("complex", "%s; its row is skipped" % unsupported)
-    for dtype in (_COMPLEX_OF[np.dtype(d)] for d in config.dtypes):
-        for n in config.complex_sizes:
-            problem = make_problem(n, dtype, seed=config.seed)
-            impls = [] if unsupported else [I.chol_rev_impl()]
-            impls += I.seed_rev_impls(config.smith_max_n, config.level2_max_n)[1:]  # Smith: real
-            impls += [I.torch_rev_impl(), I.jax_rev_impl()] + _yardsticks(dtype)
-            run_case(ctx, "complex", problem, impls, _rev_reference(ctx, "complex", problem))
+def _fro(a, truth):
+    return float(np.linalg.norm((np.asarray(a, np.longdouble) - truth).astype(float))
+                 / np.linalg.norm(truth.astype(float)))
 
 
-def fwd(ctx):
-    """Forward mode: chol_fwd (when present) against jax's jvp and the closed form."""
-    config = ctx.config
-    unsupported = fwd_support()
-    if unsupported:
-        ctx.note("fwd", "%s; its row is skipped and answers are checked against "
-                        "reference.symbolic_fwd" % unsupported)
-    for dtype in config.dtypes:
-        for n in config.fwd_sizes:
-            problem = make_problem(n, dtype, seed=config.seed, tangent=True)
-            function = reference.symbolic_fwd if unsupported else blockchol.chol_fwd
-            impls = [] if unsupported else [I.chol_fwd_impl()]
-            impls += [I.symbolic_fwd_impl(), I.jax_fwd_impl()] + _yardsticks(dtype)
-            run_case(ctx, "fwd", problem, impls, wide_reference(function, problem, "L", "K_dot"))
+def _errors(K, L, Lb, torch, jax, worst):
+    truth = ref.symbolic_rev(L, Lb, dtype=np.longdouble)
+    row = {"chol_rev (closed)": _fro(blockchol.chol_rev(L, Lb), truth),
+           "chol_rev sweep": _fro(blockchol.chol_rev(L, Lb, method="sweep"), truth)}
+    if worst:
+        errs = {nb: _fro(blockchol.chol_rev(L, Lb, method="sweep", block_size=nb), truth)
+                for nb in (16, 32, 64, 100, 128)}
+        nb = max(errs, key=errs.get)
+        row["sweep, worst block size"] = errs[nb]
+        row["worst block size"] = nb
+    row["level-2 sweep"] = _fro(ref.level2_rev(L, Lb), truth)
+    gpy = _peer("GPy.util.choleskies")
+    if gpy is not None:
+        row["GPy"] = _fro(gpy_rev(L, Lb)(), truth)
+    row["closed form, float64"] = _fro(ref.symbolic_rev(L, Lb), truth)
+    # torch and jax factor K themselves: their errors are against the truth from their factor.
+    if torch is not None:
+        Kt = torch.from_numpy(K.copy()).requires_grad_()
+        Lt = torch.linalg.cholesky(Kt)
+        S = torch.autograd.grad(Lt, Kt, torch.from_numpy(Lb))[0].numpy()
+        row["torch"] = _fro(triangular(S), ref.symbolic_rev(Lt.detach().numpy(), Lb,
+                                                            dtype=np.longdouble))
+    if jax is not None:
+        jax.config.update("jax_enable_x64", True)
+        import jax.numpy as jnp
+        Lj, vjp = jax.vjp(jnp.linalg.cholesky, jnp.asarray(K))
+        S = np.asarray(vjp(jnp.asarray(Lb))[0])
+        row["jax"] = _fro(triangular(S), ref.symbolic_rev(np.asarray(Lj), Lb, dtype=np.longdouble))
+    return row
 
 
-SUITES = {"core": core, "blocks": blocks, "kernels": kernels, "threads": threads,
-          "memory": memory,
-          "batch": batch, "complex": complex_, "fwd": fwd}
+def _external(module):
+    """A suite written as a module with ``run(quick) -> list of records``."""
+    def suite(b):
+        mod = importlib.import_module("bench." + module)
+        for rec in mod.run(quick=b.quick):
+            b.records.append(dict(rec, suite=rec.get("suite", module)))
+    return suite
+
+
+#: The one registry: name → suite.  ``python -m bench`` runs them in this order.
+SUITES = {"targets": targets, "blocks": blocks, "accuracy": accuracy,
+          "frameworks-torch": _external("frameworks_torch"),
+          "frameworks-jax": _external("frameworks_jax"), "dask": _external("dask_suite")}

@@ -4,7 +4,7 @@ import warnings
 
 import numpy as np
 
-from . import _batch, _one
+from . import _batch, _one, _small
 from ._plan import make_plan
 from ._threads import blas_limit
 
@@ -191,11 +191,17 @@ def backprop_gradient(df_dL, L):
     return chol_rev(L, df_dL)
 
 
+_EXECUTORS = {"small": _small.run, "one": _one.run, "loop": _batch.run, "stacked": _batch.run}
+
+
 def _run(plan, L, X):
     if plan.path == "empty":
         return np.zeros(plan.shape, plan.dtype)
-    with blas_limit(plan.blas_threads):
-        out = _one.run(plan, L, X) if plan.path == "one" else _batch.run(plan, L, X)
+    if plan.blas_threads is None:
+        out = _EXECUTORS[plan.path](plan, L, X)
+    else:
+        with blas_limit(plan.blas_threads):
+            out = _EXECUTORS[plan.path](plan, L, X)
     if plan.scale_exp:
         overflowed = int(np.isinf(out).sum())
         if overflowed:

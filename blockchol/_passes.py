@@ -30,6 +30,9 @@ def strips(fn, n, workers):
     Strips are dealt out in turn, so each worker gets short and long rows
     of the triangle alike.
     """
+    if n <= STRIP:
+        fn(0, n)
+        return
     spans = [(i0, min(i0 + STRIP, n)) for i0 in range(0, n, STRIP)]
     workers = min(workers, len(spans)) if n >= PARALLEL_N else 1
     if workers <= 1:

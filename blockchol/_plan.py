@@ -11,10 +11,11 @@ intermediate results from overflowing.  The executors (:mod:`._one`,
 """
 
 import math
+from typing import NamedTuple, Optional
 
 import numpy as np
 
-from . import _stacked, _sweep
+from . import _small, _stacked, _sweep
 from ._layout import can_overwrite, is_row_major
 from ._passes import PARALLEL_N
 from ._threads import CORES, blas_pool_size, split_threads
@@ -32,8 +33,8 @@ CLOSED_BLOCK = 256
 MIN_WORKER_FLOPS = 1 << 20
 
 
-class Plan:
-    """Everything decided about one call.
+class Plan(NamedTuple):
+    """Everything decided about one call (immutable).
 
     Attributes
     ----------
@@ -47,7 +48,7 @@ class Plan:
         Matrix size.
     shape : tuple
         The result's shape, batch dimensions included.
-    path : {"empty", "one", "loop", "stacked"}
+    path : {"empty", "small", "one", "loop", "stacked"}
     block_size : int
         Block width of the sweep, or row-block height of the closed form's products.
     blas_threads : int or None
@@ -64,12 +65,20 @@ class Plan:
         :func:`_overflow_scaling`).
     """
 
-    __slots__ = ("direction", "method", "lower", "symmetric", "dtype", "n", "shape", "path",
-                 "block_size", "blas_threads", "workers", "overwrite", "row_major", "scale_exp")
-
-    def __init__(self, **fields):
-        for name in self.__slots__:
-            setattr(self, name, fields[name])
+    direction: str
+    method: str
+    lower: bool
+    symmetric: bool
+    dtype: np.dtype
+    n: int
+    shape: tuple
+    path: str
+    block_size: int
+    blas_threads: Optional[int]
+    workers: int
+    overwrite: bool
+    row_major: bool
+    scale_exp: int
 
     @property
     def count(self):
@@ -95,7 +104,7 @@ def make_plan(direction, L, X, names, *, lower, symmetric, method, block_size, o
     if n == 0 or count == 0:
         path = "empty"
     elif not batch:
-        path = "one"
+        path = "small" if n <= _small.SMALL_N else "one"
     else:
         path = "stacked" if n <= STACK_MAX_N else "loop"
 
@@ -113,19 +122,17 @@ def make_plan(direction, L, X, names, *, lower, symmetric, method, block_size, o
     if check_finite:
         check_finite_triangle(L, names[0], lower, workers)
         check_finite_triangle(X, names[1], lower, workers)
-    check_factor_diagonal(L, names[0])
+    diagonal = check_factor_diagonal(L, names[0])
 
     reuse = (bool(overwrite) and path != "empty" and isinstance(X_given, np.ndarray)
              and can_overwrite(X, L, shape, dtype))
-    plan = Plan(direction=direction, method=method, lower=lower, symmetric=bool(symmetric),
-                dtype=np.dtype(dtype), n=n, shape=shape, path=path, block_size=nb,
-                blas_threads=blas_threads, workers=workers, overwrite=reuse,
-                row_major=is_row_major(L),
-                scale_exp=_overflow_scaling(L, X, dtype, lower, path))
+    plan = Plan(direction, method, lower, bool(symmetric), np.dtype(dtype), n, shape, path, nb,
+                blas_threads, workers, reuse, is_row_major(L),
+                _overflow_scaling(diagonal, X, dtype, lower))
     return plan, L, X
 
 
-def _overflow_scaling(L, X, dtype, lower, path):
+def _overflow_scaling(diagonal, X, dtype, lower):
     """The power of two by which to shrink X so that no intermediate result overflows.
 
     The results and intermediates are linear in X and grow like
@@ -135,16 +142,20 @@ def _overflow_scaling(L, X, dtype, lower, path):
     shrunk, exactly, by a power of two; results that truly overflow then
     become ±inf when scaled back, instead of NaN from inf − inf inside.
     """
-    if path == "empty":
+    if diagonal is None:
         return 0
-    real = np.finfo(np.dtype(dtype).type(0).real.dtype)
-    d = np.abs(np.diagonal(L, axis1=-2, axis2=-1))
-    dmin = float(d.min())
-    headroom = real.maxexp - 32
-    if math.log2(1.0 / dmin) * 2 < headroom / 2:
+    dmin, dmax = diagonal
+    maxexp = _MAXEXP[np.dtype(dtype)]
+    headroom = maxexp - 32
+    if -2 * math.log2(dmin) < headroom / 2:
         return 0
     xmax = float(np.abs(np.tril(X) if lower else np.triu(X)).max())   # the read triangle
     if xmax == 0.0 or not math.isfinite(xmax):
         return 0
-    est = math.log2(xmax) + math.log2(max(float(d.max()), 1.0)) + 2 * math.log2(1.0 / dmin)
-    return int(min(max(math.ceil(est - headroom), 0), real.maxexp - 64))
+    est = math.log2(xmax) + math.log2(max(dmax, 1.0)) - 2 * math.log2(dmin)
+    return int(min(max(math.ceil(est - headroom), 0), maxexp - 64))
+
+
+_MAXEXP = {np.dtype(t): np.finfo(r).maxexp for t, r in
+           ((np.float32, np.float32), (np.float64, np.float64),
+            (np.complex64, np.float32), (np.complex128, np.float64))}

@@ -9,7 +9,7 @@ import functools
 
 import numpy as np
 
-__all__ = ["CACHED_N", "lower_mask", "herm", "real_diagonal", "logical"]
+__all__ = ["CACHED_N", "lower_mask", "strict_upper_mask", "herm", "real_diagonal", "logical"]
 
 #: Largest mask side kept in the cache.
 CACHED_N = 256
@@ -27,6 +27,20 @@ def _make_lower_mask(n):
 
 
 _lower_mask = functools.lru_cache(maxsize=CACHED_N)(_make_lower_mask)
+
+
+def strict_upper_mask(n):
+    """Read-only boolean mask of the strict upper triangle of an n×n matrix (~lower_mask(n))."""
+    return _strict_upper_mask(n) if n <= CACHED_N else _make_strict_upper_mask(n)
+
+
+def _make_strict_upper_mask(n):
+    mask = ~np.tri(n, dtype=bool)
+    mask.flags.writeable = False
+    return mask
+
+
+_strict_upper_mask = functools.lru_cache(maxsize=CACHED_N)(_make_strict_upper_mask)
 
 
 def herm(a):

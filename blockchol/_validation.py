@@ -8,7 +8,7 @@ import operator
 
 import numpy as np
 
-from ._passes import strips
+from ._passes import STRIP, strips
 from ._threads import MAX_THREADS
 from ._triangles import lower_mask
 
@@ -108,6 +108,9 @@ def check_finite_triangle(a, name, lower, workers):
     (possibly a harmless overflow) is confirmed element by element.
     """
     v = a if lower else np.swapaxes(a, -1, -2)
+    if v.ndim == 2 and v.shape[0] <= STRIP:       # small: one elementwise test decides
+        if np.isfinite(v).all(where=lower_mask(v.shape[0])):
+            return
 
     def strip(i0, i1):
         rect, diag = v[..., i0:i1, :i0], v[..., i0:i1, i0:i1]
@@ -127,17 +130,22 @@ def check_finite_triangle(a, name, lower, workers):
 
 
 def check_factor_diagonal(L, name="L"):
-    """LinAlgError naming the first diagonal entry that is not real, positive and finite."""
-    d = np.diagonal(L, axis1=-2, axis2=-1)
+    """LinAlgError naming the first diagonal entry that is not real, positive and finite.
+
+    Returns the smallest and largest diagonal entries (None for an empty array).
+    """
+    d = L.diagonal(0, -2, -1)
     if d.size == 0:
-        return
-    if np.iscomplexobj(d):
-        ok = not d.imag.any() and d.real.min() > 0 and d.real.max() < np.inf
+        return None
+    if d.dtype.kind == "c":
+        lo, hi = d.real.min(), d.real.max()
+        ok = not d.imag.any() and lo > 0 and hi < np.inf
     else:
-        ok = d.min() > 0 and d.max() < np.inf  # NaN fails both comparisons
+        lo, hi = d.min(), d.max()
+        ok = lo > 0 and hi < np.inf  # NaN fails both comparisons
     if ok:
-        return
-    if np.iscomplexobj(d):
+        return float(lo), float(hi)
+    if d.dtype.kind == "c":
         bad = (d.imag != 0) | ~(d.real > 0) | ~np.isfinite(d.real)
     else:
         bad = ~(d > 0) | ~np.isfinite(d)
