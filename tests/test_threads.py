@@ -52,7 +52,7 @@ def spy(monkeypatch):
 
 def test_threads_limits_the_pools_during_the_call_and_restores_them(spy):
     before = pools()
-    L, Lb = rev_case(20, seed=1)
+    L, Lb = rev_case(80, seed=1)
     blockchol.chol_rev(L, Lb, threads=1)
     assert spy and all(set(sizes) == {1} for _, _, sizes in spy)
     assert pools() == before
@@ -136,7 +136,7 @@ def test_concurrent_limits_restore_the_pools_and_leave_others_in_control():
 
 
 def test_a_limit_from_a_worker_thread_after_a_limited_call(spy):
-    L, Lb = rev_case(20, seed=6)
+    L, Lb = rev_case(80, seed=6)
     blockchol.chol_rev(L, Lb, threads=1)
     spy.clear()
     t = threading.Thread(target=lambda: blockchol.chol_rev(L, Lb, threads=1))
@@ -245,7 +245,7 @@ def test_the_limit_is_restored_by_the_thread_that_set_it(monkeypatch):
         return real(*args, **kwargs)
 
     monkeypatch.setattr(_closed, "rev_solves", solves)
-    L, Lb = rev_case(20, seed=9)
+    L, Lb = rev_case(80, seed=9)
     returned, finish = threading.Event(), threading.Event()
 
     def setter_work():          # a long-lived thread, like a main thread: alive after its call
