@@ -11,7 +11,7 @@ from ._threads import blas_limit
 __all__ = ["chol_rev", "chol_fwd", "backprop_gradient"]
 
 
-def chol_rev(L, L_bar, *, lower=True, symmetric=False, method="closed", block_size=None,
+def chol_rev(L, L_bar, *, lower=True, symmetric=False, method="auto", block_size=None,
              overwrite_l_bar=False, check_finite=True, threads=None):
     """Reverse-mode derivative of the Cholesky factorization: ∂f/∂K from ∂f/∂L.
 
@@ -34,14 +34,17 @@ def chol_rev(L, L_bar, *, lower=True, symmetric=False, method="closed", block_si
         Whether `L` is the lower (default) or upper factor.
     symmetric : bool, optional
         Output convention; see Returns.
-    method : {"closed", "sweep"}, optional
-        ``"closed"`` (default): the closed form with two full triangular
-        solves, 7N³/3 flops, as accurate as torch's and jax's float64
-        gradients on ill-conditioned kernel matrices.  ``"sweep"``: the
+    method : {"auto", "closed", "sweep"}, optional
+        ``"closed"``: the closed form with two full triangular solves,
+        7N³/3 flops, as accurate as the most accurate float64 gradients
+        (jax's) on ill-conditioned kernel matrices.  ``"sweep"``: the
         blocked sweep of level-3 BLAS calls (Murray 2016), 2N³/3 flops and
-        2-3× faster, but on ill-conditioned factors (GP kernel matrices
-        with jitter 1e-6 and below) 10²-10⁴× less accurate; fine for
-        well-conditioned ones.  Measurements in notes.md.
+        up to 3× faster, but on ill-conditioned kernel matrices (RBF or
+        Matérn with jitter 1e-4 and below) 10²-10⁵× less accurate; as
+        accurate on well-conditioned factors.  ``"auto"`` (default): the
+        sweep for a single matrix with N ≥ 500 whose factor LAPACK
+        estimates to be well-conditioned (κ₁(L) ≤ 1000), the closed form
+        otherwise.  Measurements in notes.md.
     block_size : int, optional
         Block width of the sweep, or row-block height of the closed form's
         triangular products.  None (default) chooses from N.  Any value
@@ -131,7 +134,7 @@ def chol_rev(L, L_bar, *, lower=True, symmetric=False, method="closed", block_si
     return L_bar if plan.overwrite else out
 
 
-def chol_fwd(L, K_dot, *, lower=True, method="closed", block_size=None, check_finite=True,
+def chol_fwd(L, K_dot, *, lower=True, method="auto", block_size=None, check_finite=True,
              threads=None):
     """Forward-mode derivative of the Cholesky factorization: L̇ from K̇.
 
@@ -186,7 +189,7 @@ def backprop_gradient(df_dL, L):
 
     Returns the lower-triangular ∂f/∂K (Smith's convention, GPy's) for
     K = L Lᵀ, given ``df_dL`` = ∂f/∂L; only the lower triangles are read.
-    Same as ``chol_rev(L, df_dL)``, so it takes the accurate closed form.
+    Same as ``chol_rev(L, df_dL)``, so it is as accurate as the closed form.
     """
     return chol_rev(L, df_dL)
 

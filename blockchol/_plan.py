@@ -14,20 +14,29 @@ import math
 from typing import NamedTuple, Optional
 
 import numpy as np
+from scipy.linalg import lapack
 
 from . import _small, _stacked, _sweep
-from ._layout import can_overwrite, is_row_major
+from ._layout import blas_view, can_overwrite, is_row_major
 from ._passes import PARALLEL_N
 from ._threads import CORES, blas_pool_size, split_threads
 from ._validation import (as_input_array, check_count, check_factor_diagonal, check_finite_triangle,
                           check_method, check_pair, check_threads, result_dtype)
 
-__all__ = ["Plan", "make_plan", "STACK_MAX_N", "CLOSED_BLOCK"]
+__all__ = ["Plan", "make_plan", "condition_estimate", "STACK_MAX_N", "CLOSED_BLOCK",
+           "AUTO_SWEEP_N", "AUTO_SWEEP_KAPPA"]
 
 #: Largest N that a stack processes with stacked operations (:mod:`._stacked`).
 STACK_MAX_N = 256
 #: Row-block height of the closed forms' triangular products (measurements in notes.md).
 CLOSED_BLOCK = 256
+#: method="auto" takes the sweep for single matrices from this N (below, the closed form is
+#: as fast or faster: notes.md) ...
+AUTO_SWEEP_N = 500
+#: ... when LAPACK's estimate of the factor's condition number κ₁(L) is at most this.  Over
+#: kernel matrices, random and adversarial factors (notes.md, "The auto switch") the sweep
+#: stayed within 2× of the closed form's error below it, and lost 7-10⁵× above 3000.
+AUTO_SWEEP_KAPPA = 1000.0
 #: A stack is shared among worker threads only in pieces of at least this much
 #: work (count · N³): below it, handing work to a thread costs more than it saves.
 MIN_WORKER_FLOPS = 1 << 20
@@ -40,6 +49,7 @@ class Plan(NamedTuple):
     ----------
     direction : {"rev", "fwd"}
     method : {"closed", "sweep"}
+        The method carried out ("auto" is resolved here).
     lower, symmetric : bool
         The caller's orientation and output convention.
     dtype : numpy.dtype
@@ -110,19 +120,26 @@ def make_plan(direction, L, X, names, *, lower, symmetric, method, block_size, o
 
     if path == "stacked":
         workers, blas_threads = split_threads(threads, max(1, count * n ** 3 // MIN_WORKER_FLOPS))
-        nb = block_size or (_stacked.sweep_block_size(n) if method == "sweep" else n)
+        if method == "auto":
+            method = "closed"
+        nb = max(1, min(block_size or (_stacked.sweep_block_size(n) if method == "sweep" else n),
+                        max(n, 1)))
     else:
         # Passes over a whole matrix run while the BLAS is idle, so they may
         # use as many threads as the BLAS would.
         blas_threads = threads
         workers = 1 if n < PARALLEL_N else min(threads or blas_pool_size(), CORES)
-        nb = block_size or (_sweep.default_block_size(n) if method == "sweep" else CLOSED_BLOCK)
-    nb = max(1, min(nb, n))
 
     if check_finite:
         check_finite_triangle(L, names[0], lower, workers)
         check_finite_triangle(X, names[1], lower, workers)
     diagonal = check_factor_diagonal(L, names[0])
+    if method == "auto":
+        method = ("sweep" if path == "one" and n >= AUTO_SWEEP_N
+                  and condition_estimate(L, lower, dtype) <= AUTO_SWEEP_KAPPA else "closed")
+    if path != "stacked":
+        nb = block_size or (_sweep.default_block_size(n) if method == "sweep" else CLOSED_BLOCK)
+        nb = max(1, min(nb, n))
 
     reuse = (bool(overwrite) and path != "empty" and isinstance(X_given, np.ndarray)
              and can_overwrite(X, L, shape, dtype))
@@ -130,6 +147,16 @@ def make_plan(direction, L, X, names, *, lower, symmetric, method, block_size, o
                 blas_threads, workers, reuse, is_row_major(L),
                 _overflow_scaling(diagonal, X, dtype, lower))
     return plan, L, X
+
+
+def condition_estimate(L, lower, dtype):
+    """LAPACK's estimate (``?trcon``, O(N²)) of κ₁ of the factor, as stored; reads its triangle only."""
+    view = blas_view(L) if L.dtype == dtype else None
+    stored, transposed = view if view is not None else (np.asfortranarray(L, dtype), False)
+    trcon = lapack.get_lapack_funcs("trcon", dtype=dtype)
+    rcond, info = trcon(stored, norm="I" if transposed else "1",
+                        uplo="L" if lower != transposed else "U", diag="N")
+    return math.inf if info or rcond == 0 else 1.0 / rcond
 
 
 def _overflow_scaling(diagonal, X, dtype, lower):

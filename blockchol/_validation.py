@@ -17,8 +17,8 @@ __all__ = ["METHODS", "as_input_array", "result_dtype", "check_pair", "check_cou
 
 SUPPORTED = frozenset(np.dtype(t) for t in (np.float32, np.float64, np.complex64, np.complex128))
 
-#: The two ways of computing a derivative (see chol_rev's docstring).
-METHODS = ("closed", "sweep")
+#: The ways of computing a derivative (see chol_rev's docstring); "auto" picks one of the others.
+METHODS = ("auto", "closed", "sweep")
 
 
 def as_input_array(x, name):

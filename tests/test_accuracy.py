@@ -231,3 +231,50 @@ def test_gpy_drop_in_keeps_gpys_convention_on_the_accurate_path():
     G = blockchol.backprop_gradient(Lb, L)
     assert not np.triu(G, 1).any()
     assert fro_err(G, truth) <= 10 * fro_err(ref.symbolic_rev(L, Lb), truth)
+
+
+def _auto_cases():
+    """Factors near the auto switch's threshold and adversarial ones, N = 500."""
+    n, rng = 500, np.random.default_rng(11)
+    out = {}
+    for name, jitter in (("rbf, jitter 1", 1.0), ("matern52, jitter 0.3", 0.3),
+                         ("rbf, jitter 1e-3", 1e-3)):
+        K, L, Lb = ref.kernel_problem(name.split(",")[0], n, jitter, seed=3)
+        out[name] = (L, Lb)
+    for cond in (1e2, 1e4, 1e8):
+        q, _ = np.linalg.qr(rng.standard_normal((n, n)))
+        K = (q * np.logspace(0, -np.log10(cond), n)) @ q.T
+        out["random eigenvectors, cond %g" % cond] = (np.linalg.cholesky((K + K.T) / 2), None)
+    d = 10.0 ** rng.uniform(-4, 0, n)                       # graded: tiny pivots, benign
+    A = rng.standard_normal((n, n + 5))
+    out["graded"] = (np.linalg.cholesky((A @ A.T / n + 0.5 * np.eye(n)) * np.outer(d, d)), None)
+    out["unit diagonal, growth"] = (np.eye(n) + np.tril(0.02 * rng.standard_normal((n, n)) + 0.02, -1),
+                                    None)
+    v = rng.standard_normal(n)
+    v /= np.linalg.norm(v)
+    out["one tiny direction"] = (np.linalg.cholesky(np.eye(n) - (1 - 1e-6) * np.outer(v, v)), None)
+    return {name: (L, Lb if Lb is not None else np.tril(rng.standard_normal((n, n))))
+            for name, (L, Lb) in out.items()}
+
+
+def test_the_auto_switch_is_as_accurate_as_the_closed_form():
+    # method="auto" takes the sweep where LAPACK estimates κ₁(L) ≤ 1000 (N ≥ 500): on
+    # kernel matrices with a large jitter, random factors, graded and adversarial ones,
+    # its error stays within 10× of the float64 closed form's, forward and reverse.
+    from blockchol._plan import make_plan
+    picked = {}
+    for name, (L, Lb) in _auto_cases().items():
+        plan, _, _ = make_plan("rev", L, Lb, ("L", "L_bar"), lower=True, symmetric=False,
+                               method="auto", block_size=None, overwrite=False,
+                               check_finite=True, threads=None)
+        picked[name] = plan.method
+        truth = ref.symbolic_rev(L, Lb, dtype=np.longdouble)
+        closed64 = fro_err(ref.symbolic_rev(L, Lb), truth)
+        assert fro_err(blockchol.chol_rev(L, Lb), truth) <= 10 * closed64, name
+        Kd = Lb + Lb.T
+        ftruth = ref.symbolic_fwd(L, Kd, dtype=np.longdouble)
+        assert fro_err(blockchol.chol_fwd(L, Kd), ftruth) <= 10 * fro_err(ref.symbolic_fwd(L, Kd), ftruth), name
+    # both ways are exercised: well-conditioned factors take the sweep, the others not
+    assert picked["random eigenvectors, cond 100"] == "sweep"
+    assert picked["unit diagonal, growth"] == "sweep"
+    assert picked["rbf, jitter 1e-3"] == "closed" and picked["random eigenvectors, cond 1e+08"] == "closed"
