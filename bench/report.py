@@ -111,4 +111,20 @@ def render(data):
         parts += ["", "## accuracy", "", "Relative (Frobenius) errors against the long-double "
                   "truth; torch and jax against the truth from their own factor.", "",
                   _table(["kernel, N, jitter"] + impls, rows)]
+    for suite, what in (("anatomy-operations", "relative error"),
+                        ("anatomy-formulations", "error / the chosen form's (its error in brackets)"),
+                        ("anatomy-kernels", "typical error / the unblocked level-2 sweep's")):
+        recs = [r for r in records if r["suite"] == suite]
+        if recs:
+            cases = list(dict.fromkeys(r["case"] for r in recs))
+            rows = [[impl] + [_cell(r) for case in cases for r in recs
+                              if r["case"] == case and r["impl"] == impl]
+                    for impl in dict.fromkeys(r["impl"] for r in recs)]
+            parts += ["", "## %s" % suite, "", what + ".", "", _table(["", *cases], rows)]
     return "\n".join(parts) + "\n"
+
+
+def _cell(r):
+    if "ratio" in r and r["suite"] != "anatomy-operations":
+        return "%.2g" % r["ratio"] + (" (%.1e)" % r["error"] if r["suite"] == "anatomy-formulations" else "")
+    return "%.1e" % r["error"]

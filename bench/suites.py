@@ -264,7 +264,13 @@ def _external(module):
     return suite
 
 
+def anatomy(b):
+    """Where the accuracy goes: operations, formulations, kernels (bench/anatomy.py)."""
+    from . import anatomy as study
+    study.run(b)
+
+
 #: The one registry: name → suite.  ``python -m bench`` runs them in this order.
-SUITES = {"targets": targets, "blocks": blocks, "accuracy": accuracy,
+SUITES = {"targets": targets, "blocks": blocks, "accuracy": accuracy, "anatomy": anatomy,
           "frameworks-torch": _external("frameworks_torch"),
           "frameworks-jax": _external("frameworks_jax"), "dask": _external("dask_suite")}

@@ -117,7 +117,7 @@ def chol_rev(L, L_bar, *, lower=True, symmetric=False, method="auto", block_size
     >>> G = blockchol.chol_rev(L, np.eye(2))   # gradient of f = trace(L)
     >>> G
     array([[ 0.33838835,  0.        ],
-           [-0.1767767 ,  0.35355339]])
+           [-0.35355339,  0.35355339]])
 
     It is the gradient over the lower triangle: a step dK there changes f
     by Σ G ⊙ dK.

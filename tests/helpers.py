@@ -73,31 +73,6 @@ def layouts(a):
     }
 
 
-def fro_err(a, truth):
-    """Normwise relative error ‖a − truth‖_F / ‖truth‖_F, evaluated in extended precision."""
-    t = np.asarray(truth, dtype=np.clongdouble if np.iscomplexobj(truth) else np.longdouble)
-    d = np.asarray(a).astype(t.dtype) - t
-    return float(np.linalg.norm(d.astype(np.complex128 if np.iscomplexobj(d) else np.float64))
-                 / np.linalg.norm(t.astype(np.complex128 if np.iscomplexobj(t) else np.float64)))
 
-
-#: Rounding perturbations: the second argument scaled by 1 + k·2⁻⁴¹ (float64) changes which
-#: way every operation rounds while changing the exact result by less than 1e-11 relative.
-PERTURBATIONS = 17
-
-
-def typical_error(fn, X, truth, dtype=np.float64):
-    """Geometric mean over PERTURBATIONS rounding patterns of fro_err(fn(X·s)/s, truth).
-
-    On ill-conditioned kernel matrices one sweep's error varies by up to 40× between
-    rounding patterns (two implementations of the same unblocked sweep differed by up
-    to 6.6× on 5-9 patterns, by 2.7× on 17; notes.md, "Accuracy"), so comparisons of
-    sweeps use this typical error rather than a single draw.
-    """
-    eps_bits = 41 if np.finfo(dtype).bits == 64 else 18
-    logs = []
-    for k in range(-(PERTURBATIONS // 2), PERTURBATIONS // 2 + 1):
-        s = 1.0 + k * 2.0 ** -eps_bits
-        Xs = (X * s).astype(X.dtype)
-        logs.append(np.log(fro_err(np.asarray(fn(Xs)) / s, truth)))
-    return float(np.exp(np.mean(logs)))
+# The accuracy measures live with the reference forms, for the benchmark's use too.
+from blockchol.reference import relative_error as fro_err, typical_error  # noqa: E402,F401

@@ -102,7 +102,7 @@ def test_unknown_suite_is_an_error():
 
 
 def test_the_registry_is_the_only_list_of_suites():
-    assert list(suites.SUITES) == ["targets", "blocks", "accuracy", "frameworks-torch",
+    assert list(suites.SUITES) == ["targets", "blocks", "accuracy", "anatomy", "frameworks-torch",
                                    "frameworks-jax", "dask"]
     assert all(callable(s) for s in suites.SUITES.values())
     assert np.isfinite(suites.JITTERS).all()
