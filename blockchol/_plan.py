@@ -114,7 +114,9 @@ def make_plan(direction, L, X, names, *, lower, symmetric, method, block_size, o
     if n == 0 or count == 0:
         path = "empty"
     elif not batch:
-        path = "small" if n <= _small.SMALL_N else "one"
+        # Small matrices skip the blocked machinery -- for the closed form; an explicit
+        # method="sweep" keeps the sweep's arithmetic, which a composition may rely on.
+        path = "small" if n <= _small.SMALL_N and method != "sweep" else "one"
     else:
         path = "stacked" if n <= STACK_MAX_N else "loop"
 

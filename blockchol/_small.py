@@ -4,9 +4,9 @@ Up to :data:`SMALL_N` the cost of a call is all overhead -- strips, blocks,
 operand objects -- so a small matrix skips them: it is copied once into a
 Fortran-ordered workspace in the logical lower form (zeros above, which
 also disposes of whatever the unread triangle holds), the products are
-numpy's, the two triangular solves BLAS's.  Both methods take this path:
-at these sizes the closed form is the faster of the two as well as the
-more accurate (notes.md), so ``method`` has nothing to choose.
+numpy's, the two triangular solves BLAS's.  ``method="closed"`` and
+``"auto"`` take this path (at these sizes the closed form is both the
+faster and the more accurate); ``"sweep"`` keeps the sweep's arithmetic.
 """
 
 import numpy as np
