@@ -8,10 +8,10 @@ calling BLAS for each product.  Everything runs in the logical lower form
 orientation.
 
 The triangular solves are blocked recursively down to diagonal blocks of
-:data:`BASE` = 4 rows, which are inverted explicitly (by vectorized
-substitution): explicit inverses of larger blocks cost accuracy on GP kernel
-matrices (8-wide blocks were up to 15× less accurate than substitution,
-4-wide ones within 3.3×; notes.md, "Accuracy").
+:data:`BASE` = 2 rows, which are inverted explicitly: explicit inverses of
+larger blocks cost accuracy on GP kernel matrices (4-wide blocks were up to
+47× less accurate than substitution at N = 32, 8-wide ones 15× at N = 64;
+2-wide ones within 1.8×; notes.md, "Accuracy").
 
 * ``closed``: X = L⁻ᴴ (P + Pᴴ) L⁻¹ by two full stacked solves with U = Lᴴ,
   keeping the accurate triangle, as :mod:`._closed` does;
@@ -36,7 +36,7 @@ __all__ = ["CHUNK_BYTES", "BASE", "chunk_size", "sweep_block_size", "workspace",
 #: Bytes per matrix array of a chunk: a chunk of matrices that stays in cache.
 CHUNK_BYTES = 2 * 1024 * 1024
 #: Rows of the explicitly inverted diagonal blocks of the stacked triangular solves.
-BASE = 4
+BASE = 2
 
 _local = threading.local()
 

@@ -140,14 +140,17 @@ def test_reverse_at_n_1000():
         assert sweep <= 4 * level2, (nb, sweep / level2)
 
 
-@pytest.mark.parametrize("case", [("rbf", 17, 1e-10, True), ("rbf", 64, 1e-10, True),
+@pytest.mark.parametrize("case", [("rbf", 17, 1e-10, True), ("rbf", 32, 1e-8, True),
+                                  ("matern52", 32, 1e-8, True), ("rbf", 64, 1e-10, True),
                                   ("rbf", 200, 1e-10, True), ("matern52", 150, 1e-8, True),
                                   ("rbf", 150, 1e-10, False)],
                          ids=lambda c: "%s-%d-%g" % c[:3])
-def test_reverse_stacks(case):
+@pytest.mark.parametrize("cotangent", ["random", "gp"])
+def test_reverse_stacks(case, cotangent):
     # Three different matrices per stack: the stacked paths (N ≤ 256).
     kernel, n, jitter, sort = case
-    items = [ref.kernel_problem(kernel, n, jitter, sort=sort, seed=s, cotangent="gp") for s in range(3)]
+    items = [ref.kernel_problem(kernel, n, jitter, sort=sort, seed=s, cotangent=cotangent)
+             for s in range(3)]
     L = np.stack([it[1] for it in items])
     Lb = np.stack([it[2] for it in items])
     truths = [ref.symbolic_rev(L[i], Lb[i], dtype=np.longdouble) for i in range(3)]
