@@ -88,7 +88,7 @@ def render(data):
             ["target", "measured", "bar", "met"],
             [(label, _fmt(v), "%s %g" % (sense, bar), "yes" if met else "**no**")
              for label, v, bar, sense, met in targets])]
-    timed = [r for r in records if "min" in r]
+    timed = [r for r in records if "min" in r and r["suite"] != "dask-distributed"]
     for suite in dict.fromkeys(r["suite"] for r in timed):
         rows = [(r["case"], r["impl"], _fmt(1e3 * r["min"]), _fmt(1e3 * r["median"]),
                  _fmt(r.get("ratio")), "ok" if r.get("ok") else "**WRONG**" if r.get("ok") is False else "—",
@@ -98,6 +98,15 @@ def render(data):
                   "baseline (%s)." % ", ".join(sorted({str(r.get("baseline")) for r in timed
                                                          if r["suite"] == suite})), "",
                   _table(["case", "implementation", "min ms", "median ms", "×", "check", "error"], rows)]
+    dist = [r for r in records if r["suite"] == "dask-distributed"]
+    if dist:
+        parts += ["", "## dask-distributed", "", "A LocalCluster; the result persisted on the "
+                  "workers; bytes the workers sent each other during the call.", "",
+                  _table(["case", "cluster", "min s", "speed-up over 1 worker", "GB sent",
+                          "N×N matrices sent", "check"],
+                         [(r["case"], r["impl"], _fmt(r["min"]), _fmt(r["speedup"]),
+                           _fmt(r["bytes_sent"] / 1e9), _fmt(r["matrices_sent"]),
+                           "ok" if r["ok"] else "**WRONG**") for r in dist])]
     acc = [r for r in records if r["suite"] == "accuracy"]
     if acc:
         impls = list(dict.fromkeys(r["impl"] for r in acc if r["impl"] != "worst block size"))

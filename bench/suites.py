@@ -256,11 +256,9 @@ def _errors(K, L, Lb, torch, jax, worst):
 
 
 def _external(module):
-    """A suite written as a module with ``run(quick) -> list of records``."""
+    """A suite kept in a module of its own with ``run(bench)``."""
     def suite(b):
-        mod = importlib.import_module("bench." + module)
-        for rec in mod.run(quick=b.quick):
-            b.records.append(dict(rec, suite=rec.get("suite", module)))
+        importlib.import_module("bench." + module).run(b)
     return suite
 
 
