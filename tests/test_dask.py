@@ -487,14 +487,15 @@ def test_demo_command_line():
 # The benchmark (python -m bench.dask_suite)
 
 
-def test_bench_suite_rows():
-    from bench import dask_suite
-    rows = dask_suite.run(sizes=(300,), tiles=(100,), rounds=1, distributed=False,
-                          stream=open(os.devnull, "w"))
-    assert {r["impl"] for r in rows} == {'blockchol.chol_rev(method="sweep")',
-                                         'blockchol.chol_rev(method="closed")',
-                                         "blockchol.dask, tile 100"}
-    assert all(r["check"] == "ok" and r["min"] > 0 for r in rows)
-    assert "dask-threads" in dask_suite.render(rows, dask_suite.machine())
+def test_bench_suite_rows(monkeypatch):
+    import io
+    from bench import dask_suite, harness
+    monkeypatch.setattr(dask_suite, "TILES", {"quick": {300: (100,)}, "full": {300: (100,)}})
+    b = harness.Bench(quick=True, stream=io.StringIO(), rounds=2)
+    dask_suite.threads(b)
+    assert {r["impl"] for r in b.records} == {"in-core", "tile 100"}
+    assert {r["method"] for r in b.records} == {"sweep", "closed"}
+    assert all(r["ok"] and r["min"] > 0 for r in b.records)
     m = dask_suite.model(cases=((100_000, 4000),), workers=(16,))
     assert m[0]["T"] == 25 and 0 < m[0]["efficiency"] <= 1
+    assert "Performance model" in dask_suite.render_model(m)
