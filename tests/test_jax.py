@@ -1,0 +1,495 @@
+"""blockchol.jax: jax's Cholesky with blockchol's derivatives.
+
+Oracles: jax's own Cholesky derivatives (jnp.linalg.cholesky) and
+jax.test_util.check_grads (finite differences) -- never blockchol itself.
+Matrices here are small, so most tests force the blockchol path by tracing
+with ``CROSSOVER = 0`` (the fixture ``ours``), and every such test also
+checks that blockchol was really called (the fixture counts the calls), so
+that a silent fall-back to jax's own rule cannot pass for ours.
+
+Tolerances: double precision results agree with jax's own to ~1e-13
+relative (cond(K) < 100, N ≤ 12: a few hundred eps); 1e-10 leaves room for
+rounding and none for an algebra error, which is O(1).  float32: the same
+computations carry float32's eps = 1.2e-7 times cond(K)·N ≈ 1e3, so 2e-4
+relative to the largest entry.  check_grads uses its own defaults
+(finite differences, eps 1e-4 in double precision).
+"""
+
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+
+import jax
+import jax.numpy as jnp
+import jax.scipy.linalg as jsl
+from jax.test_util import check_grads
+
+import blockchol
+import blockchol.jax as bj
+
+REAL_COMPLEX = [np.float64, np.complex128]
+TOL64 = 1e-10
+TOL32 = 2e-4
+
+
+@pytest.fixture(scope="module", autouse=True)
+def x64():
+    """Double precision for this module; the previous setting comes back after it."""
+    previous = jax.config.jax_enable_x64
+    jax.config.update("jax_enable_x64", True)
+    yield
+    jax.config.update("jax_enable_x64", previous)
+
+
+class Calls:
+    """Records the shape of L for every call of blockchol.chol_rev / chol_fwd."""
+
+    def __init__(self, monkeypatch):
+        self.rev, self.fwd = [], []
+        self._lock = threading.Lock()
+        for name, log in (("chol_rev", self.rev), ("chol_fwd", self.fwd)):
+            real = getattr(blockchol, name)
+
+            def counted(L, X, *args, _real=real, _log=log, **kwargs):
+                with self._lock:
+                    _log.append(np.shape(L))
+                return _real(L, X, *args, **kwargs)
+
+            monkeypatch.setattr(blockchol, name, counted)
+
+    def clear(self):
+        self.rev.clear()
+        self.fwd.clear()
+
+
+@pytest.fixture
+def calls(monkeypatch):
+    return Calls(monkeypatch)
+
+
+@pytest.fixture
+def ours(monkeypatch, calls):
+    """Trace with blockchol's rule at every size; yields the call log."""
+    monkeypatch.setattr(bj, "CROSSOVER", 0)
+    monkeypatch.setattr(bj, "CROSSOVER_SINGLE", 0)
+    return calls
+
+
+def spd(n, dtype=np.float64, batch=(), seed=0, shift=1.0):
+    rng = np.random.default_rng(seed)
+    shape = tuple(batch) + (n, n + 2)
+    a = rng.standard_normal(shape)
+    if np.dtype(dtype).kind == "c":
+        a = a + 1j * rng.standard_normal(shape)
+    k = a @ np.conj(np.swapaxes(a, -1, -2)) / n + shift * np.eye(n)
+    return jnp.asarray(k.astype(dtype))
+
+
+def randn(shape, dtype=np.float64, seed=1):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(shape)
+    if np.dtype(dtype).kind == "c":
+        x = x + 1j * rng.standard_normal(shape)
+    return jnp.asarray(x.astype(dtype))
+
+
+def hermitian(x):
+    return (x + jnp.conj(jnp.swapaxes(x, -1, -2))) / 2
+
+
+def from_lower(a):
+    """The Hermitian matrix whose lower triangle (real part of the diagonal) is a's."""
+    low = jnp.tril(a, -1)
+    d = jnp.real(jnp.diagonal(a, axis1=-2, axis2=-1)).astype(a.dtype)
+    eye = jnp.eye(a.shape[-1], dtype=a.dtype)
+    return low + jnp.conj(jnp.swapaxes(low, -1, -2)) + d[..., None] * eye
+
+
+def rel(a, b):
+    a, b = np.asarray(a), np.asarray(b)
+    return float(np.abs(a - b).max() / np.abs(b).max())
+
+
+def loss_of(chol, W, **kw):
+    """A real loss of the factor that weights every entry differently (and a nonlinear term)."""
+    def loss(a):
+        L = chol(a, **kw)
+        diagonal = jnp.real(jnp.diagonal(L, axis1=-2, axis2=-1))
+        return jnp.real(jnp.sum(W * L)) + jnp.sum(jnp.log(diagonal))
+    return loss
+
+
+# ---------------------------------------------------------------------------
+# Imports
+
+
+def _run(code):
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+
+
+def test_import_blockchol_does_not_import_jax():
+    result = _run("import sys, blockchol; blockchol.chol_rev([[1.0]], [[1.0]]); "
+                  "print('jax' in sys.modules, 'jaxlib' in sys.modules)")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["False", "False"]
+
+
+def test_import_without_jax_names_the_extra():
+    result = _run("import sys; sys.modules['jax'] = None\n"
+                  "try:\n    import blockchol.jax\n"
+                  "except ImportError as e:\n    print('IMPORTERROR', e)\n")
+    assert result.returncode == 0, result.stderr
+    assert "IMPORTERROR" in result.stdout
+    assert "pip install 'blockchol[jax]'" in result.stdout
+
+
+# ---------------------------------------------------------------------------
+# The factor: jax's own
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.complex64, np.complex128])
+@pytest.mark.parametrize("upper", [False, True])
+@pytest.mark.parametrize("symmetrize_input", [True, False])
+def test_factor_is_jax_own(ours, dtype, upper, symmetrize_input):
+    a = spd(7, dtype, batch=(2,)) + jnp.triu(randn((7, 7), dtype), 1)   # garbage above
+    got = bj.cholesky(a, upper=upper, symmetrize_input=symmetrize_input)
+    want = jnp.linalg.cholesky(a, upper=upper, symmetrize_input=symmetrize_input)
+    assert got.dtype == want.dtype == dtype
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+
+
+def test_integer_input_promotes_and_bad_shapes_raise():
+    assert bj.cholesky(jnp.eye(3, dtype=jnp.int32) * 4).dtype == jnp.float64
+    with pytest.raises(ValueError):
+        bj.cholesky(jnp.ones((3, 4)))
+    with pytest.raises(ValueError):
+        bj.cholesky(jnp.ones(3))
+
+
+# ---------------------------------------------------------------------------
+# check_grads: finite differences, orders 1 and 2, forward and reverse
+
+
+@pytest.mark.parametrize("dtype", REAL_COMPLEX)
+@pytest.mark.parametrize("upper", [False, True])
+@pytest.mark.parametrize("symmetrize_input", [True, False])
+def test_check_grads_order_2(ours, dtype, upper, symmetrize_input):
+    a = spd(5, dtype)
+    f = lambda a: bj.cholesky(a, upper=upper, symmetrize_input=symmetrize_input)
+    check_grads(f, (a,), order=2, modes=("fwd", "rev"))
+    assert ours.fwd and ours.rev
+
+
+@pytest.mark.parametrize("dtype", REAL_COMPLEX)
+def test_check_grads_order_1_jit_and_batch(ours, dtype):
+    a = spd(6, dtype, batch=(2, 3))
+    check_grads(jax.jit(bj.cholesky), (a,), order=1, modes=("fwd", "rev"))
+    assert (2, 3, 6, 6) in ours.fwd and (2, 3, 6, 6) in ours.rev
+
+
+def test_check_grads_fails_for_a_wrong_rule(monkeypatch, ours):
+    """The oracle can fail: chol_rev applied to jax's cotangent as it is (the complex trap)."""
+    real = blockchol.chol_rev
+
+    def unwrapped(L, C, **kwargs):    # undoes the conjugations around it: chol_rev(L, C)
+        return np.conj(real(L, np.conj(C), **kwargs))
+
+    monkeypatch.setattr(blockchol, "chol_rev", unwrapped)
+    with pytest.raises(AssertionError):
+        check_grads(jax.jit(bj.cholesky), (spd(5, np.complex128),), order=1, modes=("rev",))
+
+
+# ---------------------------------------------------------------------------
+# Against jax's own derivatives
+
+
+@pytest.mark.parametrize("dtype", REAL_COMPLEX)
+@pytest.mark.parametrize("upper", [False, True])
+def test_grad_jvp_match_jax(ours, dtype, upper):
+    """jit of grad and jvp (check_grads covers them eagerly); non-Hermitian tangents too."""
+    a = spd(9, dtype, batch=(3,))
+    W = randn((9, 9), dtype)
+    g = jax.jit(jax.grad(loss_of(bj.cholesky, W, upper=upper)))(a)
+    g_jax = jax.grad(loss_of(jnp.linalg.cholesky, W, upper=upper))(a)
+    assert rel(g, g_jax) < TOL64
+    t = randn(a.shape, dtype, seed=5)
+    _, d = jax.jit(lambda a, t: jax.jvp(lambda x: bj.cholesky(x, upper=upper), (a,), (t,)))(a, t)
+    _, d_jax = jax.jvp(lambda x: jnp.linalg.cholesky(x, upper=upper), (a,), (t,))
+    assert rel(d, d_jax) < TOL64
+    assert ours.rev == [(3, 9, 9)] and ours.fwd == [(3, 9, 9)]
+
+
+@pytest.mark.parametrize("dtype", REAL_COMPLEX)
+def test_vjp_with_explicit_cotangent_matches_jax(ours, dtype):
+    a = spd(8, dtype)
+    ct = randn((8, 8), dtype, seed=3)
+    got = jax.vjp(bj.cholesky, a)[1](ct)[0]
+    want = jax.vjp(jnp.linalg.cholesky, a)[1](ct)[0]
+    assert rel(got, want) < TOL64
+    assert ours.rev
+
+
+def test_hessian_matches_jax(ours):
+    """jax.hessian (forward over reverse) under jit; check_grads covers the other orders."""
+    a = spd(5)
+    W = randn((5, 5))
+    H = jax.jit(jax.hessian(loss_of(bj.cholesky, W)))(a)
+    H_jax = jax.hessian(loss_of(jnp.linalg.cholesky, W))(a)
+    assert H.shape == (5, 5, 5, 5)
+    assert rel(H, H_jax) < TOL64
+    assert ours.rev and ours.fwd
+
+
+def test_symmetrize_input_false_reads_the_lower_triangle_only(ours):
+    """The derivative of what is computed: zero above the diagonal, jax's own on from_lower(a)."""
+    a = spd(7) + jnp.triu(randn((7, 7)), 1)
+    W = randn((7, 7), seed=4)
+    g = jax.grad(loss_of(bj.cholesky, W, symmetrize_input=False))(a)
+    assert not np.triu(np.asarray(g), 1).any()
+    g_oracle = jax.grad(lambda a: loss_of(jnp.linalg.cholesky, W)(from_lower(a)))(a)
+    assert rel(g, g_oracle) < TOL64
+    # along a tangent of the unread triangle the factor does not move
+    upper_only = jnp.triu(randn((7, 7)), 1)
+    _, d = jax.jvp(lambda x: bj.cholesky(x, symmetrize_input=False), (a,), (upper_only,))
+    assert not np.asarray(d).any()
+    # and for Hermitian tangents it is jax's own rule
+    t = hermitian(randn((7, 7), seed=6))
+    _, d = jax.jvp(lambda x: bj.cholesky(x, symmetrize_input=False), (a,), (t,))
+    _, d_jax = jax.jvp(lambda x: jnp.linalg.cholesky(x, symmetrize_input=False), (a,), (t,))
+    assert rel(d, d_jax) < TOL64
+
+
+def test_symmetrize_input_true_gradient_is_symmetric(ours):
+    a = spd(7) + 0.3 * jnp.triu(randn((7, 7)), 1)    # not symmetric: the mean is factored
+    g = jax.grad(loss_of(bj.cholesky, randn((7, 7), seed=2)))(a)
+    np.testing.assert_allclose(np.asarray(g), np.asarray(g).T, rtol=0, atol=1e-14)
+
+
+# ---------------------------------------------------------------------------
+# float32
+
+
+@pytest.mark.parametrize("dtype, wide", [(np.float32, np.float64), (np.complex64, np.complex128)])
+def test_single_precision(ours, dtype, wide):
+    a = spd(12, wide, batch=(2,))
+    W = randn((12, 12), wide)
+    g64 = jax.grad(loss_of(jnp.linalg.cholesky, W))(a)
+    g32 = jax.jit(jax.grad(loss_of(bj.cholesky, W.astype(dtype))))(a.astype(dtype))
+    assert g32.dtype == dtype
+    assert rel(g32, g64) < TOL32
+    t = hermitian(randn(a.shape, wide, seed=7))
+    d64 = jax.jvp(jnp.linalg.cholesky, (a,), (t,))[1]
+    jvp = jax.jit(lambda a, t: jax.jvp(bj.cholesky, (a,), (t,))[1])
+    d32 = jvp(a.astype(dtype), t.astype(dtype))
+    assert d32.dtype == dtype
+    assert rel(d32, d64) < TOL32
+    assert ours.rev[0] == (2, 12, 12) and ours.fwd
+
+
+def test_float32_default_mode_in_a_subprocess():
+    """jax's default (x64 off) and a 64-bit block under `with jax.enable_x64()`: the callback
+    runs on an XLA thread, where the thread-local x64 setting does not reach."""
+    code = """
+import jax, jax.numpy as jnp, numpy as np, blockchol.jax as bj
+rng = np.random.default_rng(0)
+def case(n, dtype):
+    a = rng.standard_normal((n, n)); k = jnp.asarray((a @ a.T / n + np.eye(n)).astype(dtype))
+    W = jnp.asarray(rng.standard_normal((n, n)).astype(dtype))
+    out = []
+    for chol in (bj.cholesky, jnp.linalg.cholesky):
+        f = lambda k: jnp.sum(W * chol(k))
+        out.append(np.asarray(jax.jit(jax.grad(f))(k)))
+    return out[0].dtype, float(np.abs(out[0] - out[1]).max() / np.abs(out[1]).max())
+print(*case(bj.CROSSOVER_SINGLE, np.float32))
+with jax.enable_x64(True):
+    print(*case(bj.CROSSOVER, np.float64))
+"""
+    result = _run(code)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (d32, e32), (d64, e64) = [line.split() for line in result.stdout.split("\n")[:2]]
+    assert d32 == "float32" and float(e32) < TOL32
+    assert d64 == "float64" and float(e64) < TOL64
+
+
+# ---------------------------------------------------------------------------
+# vmap: one host call per batch
+
+
+def test_vmap_grad_is_one_call(ours):
+    a = spd(8, batch=(5,))
+    W = randn((8, 8))
+    g = jax.jit(jax.vmap(jax.grad(loss_of(bj.cholesky, W))))(a)
+    assert ours.rev == [(5, 8, 8)]
+    assert rel(g, jax.vmap(jax.grad(loss_of(jnp.linalg.cholesky, W)))(a)) < TOL64
+
+
+def test_vmap_jvp_nested_is_one_call(ours):
+    a = spd(6, np.complex128, batch=(2, 3))
+    t = hermitian(randn(a.shape, np.complex128))
+    jvp = lambda a, t: jax.jvp(bj.cholesky, (a,), (t,))[1]
+    d = jax.vmap(jax.vmap(jvp))(a, t)
+    assert ours.fwd == [(2, 3, 6, 6)]
+    assert rel(d, jax.jvp(jnp.linalg.cholesky, (a,), (t,))[1]) < TOL64
+
+
+def test_vmap_over_cotangents_only_is_one_call(ours):
+    """jacrev vmaps the vjp over cotangents with one factor: still one call."""
+    a = spd(4)
+    J = jax.jacrev(bj.cholesky)(a)
+    assert ours.rev == [(16, 4, 4)]
+    assert rel(J, jax.jacrev(jnp.linalg.cholesky)(a)) < TOL64
+
+
+def test_vmap_in_axes_other_than_zero(ours):
+    a = jnp.moveaxis(spd(5, batch=(3,)), 0, 2)          # batch axis last
+    W = randn((5, 5))
+    g = jax.vmap(jax.grad(loss_of(bj.cholesky, W)), in_axes=2, out_axes=2)(a)
+    g_jax = jax.vmap(jax.grad(loss_of(jnp.linalg.cholesky, W)), in_axes=2, out_axes=2)(a)
+    assert ours.rev == [(3, 5, 5)]
+    assert rel(g, g_jax) < TOL64
+
+
+# ---------------------------------------------------------------------------
+# Input that is not positive definite: NaN, as jax's own, never an exception
+
+
+@pytest.mark.parametrize("dtype", REAL_COMPLEX)
+def test_not_positive_definite_gives_nan(ours, dtype):
+    good = spd(6, dtype, batch=(3,))
+    a = good.at[1].set(good[1] - 10 * jnp.eye(6, dtype=dtype))     # the middle one indefinite
+    W = randn((6, 6), dtype)
+    L = bj.cholesky(a)
+    assert np.isnan(np.tril(np.asarray(L[1]))[np.tril_indices(6)]).all()
+    assert np.isfinite(np.asarray(L[::2])).all()
+    f = jax.jit(jax.grad(lambda a: jnp.real(jnp.sum(W * bj.cholesky(a)))))
+    g = np.asarray(f(a))
+    g_jax = np.asarray(jax.grad(lambda a: jnp.real(jnp.sum(W * jnp.linalg.cholesky(a))))(a))
+    np.testing.assert_array_equal(np.isnan(g), np.isnan(g_jax))
+    assert np.isnan(g[1]).all() and rel(g[::2], g_jax[::2]) < TOL64
+    d = np.asarray(jax.jvp(bj.cholesky, (a,), (a,))[1])             # eager too
+    assert np.isnan(np.diagonal(d[1])).all() and np.isfinite(d[::2]).all()
+    assert ours.rev and ours.fwd
+
+
+def test_nan_input_gives_nan(ours):
+    a = spd(5).at[2, 1].set(jnp.nan)
+    g = jax.grad(lambda a: jnp.sum(bj.cholesky(a)))(a)
+    assert np.isnan(np.asarray(g)).any()
+
+
+# ---------------------------------------------------------------------------
+# The crossover
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_crossover_dispatch(calls, dtype):
+    n = bj.CROSSOVER if dtype == np.float64 else bj.CROSSOVER_SINGLE
+    W = randn((n, n), dtype)
+    for size, expected in ((n - 1, 0), (n, 1)):
+        calls.clear()
+        a = spd(size, dtype)
+        g = jax.jit(jax.grad(loss_of(bj.cholesky, W[:size, :size])))(a)
+        assert len(calls.rev) == expected, size
+        g_jax = jax.jit(jax.grad(loss_of(jnp.linalg.cholesky, W[:size, :size])))(a)
+        assert rel(g, g_jax) < (1e-9 if dtype == np.float64 else TOL32)
+    # below it, the program is jax's own, op for op
+    a = spd(n - 1, dtype)
+    for upper in (False, True):
+        ours = jax.make_jaxpr(jax.grad(loss_of(bj.cholesky, W[1:, 1:], upper=upper)))(a)
+        theirs = jax.make_jaxpr(jax.grad(loss_of(jnp.linalg.cholesky, W[1:, 1:], upper=upper)))(a)
+        assert str(ours) == str(theirs)
+    # below the crossover, symmetrize_input=False is still the lower-triangle derivative
+    a = spd(5) + jnp.triu(randn((5, 5)), 1)
+    g = jax.grad(loss_of(bj.cholesky, randn((5, 5)), symmetrize_input=False))(a)
+    assert not np.triu(np.asarray(g), 1).any()
+
+
+# ---------------------------------------------------------------------------
+# accelerate()
+
+
+def test_accelerate_context_and_restore_on_exception(ours):
+    originals = (jnp.linalg.cholesky, jsl.cholesky, jsl.cho_factor)
+    a = spd(6)
+    W = randn((6, 6))
+    with pytest.raises(RuntimeError, match="inside"):
+        with bj.accelerate():
+            assert jnp.linalg.cholesky is bj.cholesky
+            with bj.accelerate():                      # nested
+                pass
+            assert jnp.linalg.cholesky is bj.cholesky
+            g = jax.grad(loss_of(jnp.linalg.cholesky, W))(a)
+            raise RuntimeError("inside")
+    assert (jnp.linalg.cholesky, jsl.cholesky, jsl.cho_factor) == originals
+    assert ours.rev
+    ours.clear()
+    g_jax = jax.grad(loss_of(jnp.linalg.cholesky, W))(a)
+    assert not ours.rev
+    assert rel(g, g_jax) < TOL64
+
+
+def test_accelerate_decorator_forms(ours):
+    @bj.accelerate
+    def plain(a):
+        return jnp.linalg.cholesky is bj.cholesky
+
+    @bj.accelerate()
+    def called(a):
+        raise ValueError("boom")
+
+    assert plain(None)
+    with pytest.raises(ValueError):
+        called(None)
+    assert jnp.linalg.cholesky is not bj.cholesky
+    with pytest.raises(TypeError):
+        bj.accelerate(3)
+
+
+@pytest.mark.parametrize("dtype", REAL_COMPLEX)
+@pytest.mark.parametrize("lower", [True, False])
+def test_accelerate_scipy_functions(ours, dtype, lower):
+    a = spd(6, dtype) + jnp.tril(randn((6, 6), dtype), -1) if not lower else \
+        spd(6, dtype) + jnp.triu(randn((6, 6), dtype), 1)        # garbage in the unread triangle
+    W = randn((6, 6), dtype, seed=8)
+    read = (lambda x: x) if lower else (lambda x: jnp.conj(x.T))   # the read triangle, as lower
+    oracle = jax.grad(lambda a: jnp.real(jnp.sum(W * jnp.linalg.cholesky(from_lower(read(a)),
+                                                                           upper=not lower))))(a)
+    with bj.accelerate():
+        L = jsl.cholesky(a, lower=lower)
+        c, low = jsl.cho_factor(a, lower=lower)
+        g = jax.grad(lambda a: jnp.real(jnp.sum(W * jsl.cholesky(a, lower=lower))))(a)
+        x = jsl.cho_solve(jsl.cho_factor(a, lower=lower), jnp.ones(6, dtype))
+    assert low is lower
+    np.testing.assert_array_equal(np.asarray(L), np.asarray(jsl.cholesky(a, lower=lower)))
+    np.testing.assert_array_equal(np.asarray(c), np.asarray(jsl.cho_factor(a, lower=lower)[0]))
+    x_jax = jsl.cho_solve((c, lower), jnp.ones(6, dtype))
+    np.testing.assert_allclose(np.asarray(x), np.asarray(x_jax))
+    unread = np.triu(np.asarray(g), 1) if lower else np.tril(np.asarray(g), -1)
+    assert not unread.any()
+    assert rel(g, oracle) < TOL64
+    assert ours.rev
+
+
+def test_gp_gradient_through_cho_solve(ours):
+    """The bench's loss in small: cho_solve and the log-determinant around the factor."""
+    from bench.frameworks_jax import gp_problem, make_nll, reference_gradient
+    theta, X, y = gp_problem(40)
+    g = jax.jit(jax.grad(make_nll(bj.cholesky)))(jnp.asarray(theta), jnp.asarray(X), jnp.asarray(y))
+    assert rel(g, reference_gradient(theta, X, y)) < 1e-9
+    assert ours.rev == [(40, 40)]
+
+
+def test_other_backends_use_jax_rule(monkeypatch, ours):
+    a = spd(6)
+    W = randn((6, 6))
+    real_backend = jax.default_backend
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    g = jax.grad(loss_of(bj.cholesky, W))(a)
+    assert not ours.rev
+    assert rel(g, jax.grad(loss_of(jnp.linalg.cholesky, W))(a)) < TOL64
+    monkeypatch.setattr(jax, "default_backend", real_backend)
+    jax.grad(loss_of(bj.cholesky, W))(a)
+    assert ours.rev                                   # the same call on the CPU: blockchol
