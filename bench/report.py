@@ -91,8 +91,7 @@ def render(data):
     timed = [r for r in records if "min" in r and r["suite"] != "dask-distributed"]
     for suite in dict.fromkeys(r["suite"] for r in timed):
         rows = [(r["case"], r["impl"], _fmt(1e3 * r["min"]), _fmt(1e3 * r["median"]),
-                 _fmt(r.get("ratio")), "ok" if r.get("ok") else "**WRONG**" if r.get("ok") is False else "—",
-                 _fmt(r.get("error")))
+                 _fmt(r.get("ratio")), _check(r), _fmt(r.get("error")))
                 for r in timed if r["suite"] == suite]
         parts += ["", "## %s" % suite, "", "Minimum and median ms; × = min / min of the case's "
                   "baseline (%s)." % ", ".join(sorted({str(r.get("baseline")) for r in timed
@@ -131,6 +130,12 @@ def render(data):
                     for impl in dict.fromkeys(r["impl"] for r in recs)]
             parts += ["", "## %s" % suite, "", what + ".", "", _table(["", *cases], rows)]
     return "\n".join(parts) + "\n"
+
+
+def _check(r):
+    if r.get("ok") is False:
+        return "**WRONG**"
+    return "ok" if r.get("error") is not None else "—"
 
 
 def _cell(r):

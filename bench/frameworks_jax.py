@@ -1,0 +1,224 @@
+"""blockchol inside jax: the jitted gradient of a GP negative log marginal likelihood.
+
+The ``frameworks-jax`` suite of ``python -m bench``.  ``jax.jit(jax.grad(nll))``
+with respect to the kernel's hyperparameters (ARD RBF kernel on 3 inputs:
+three lengthscales, signal and noise variance), where ``nll`` builds K,
+factors it, solves with ``jax.scipy.linalg.cho_solve`` and takes the
+log-determinant from the factor's diagonal, with ``blockchol.jax.cholesky``
+(blockchol's default method, and the closed form forced) and with
+``jnp.linalg.cholesky`` (the baseline): float64, the same data, interleaved,
+the first call (tracing and compilation) never timed.  Each gradient is
+checked against ½ tr((K⁻¹ − ααᵀ) ∂K/∂θ), α = K⁻¹y, in numpy and scipy.
+
+Then, at the largest N, where one gradient's time goes (``profile``), and
+the size below which jax's own rule is faster than a host call
+(``crossover``: ``blockchol.jax.CROSSOVER``, ``CROSSOVER_SINGLE``).
+"""
+
+import contextlib
+import functools
+import math
+
+import numpy as np
+import scipy.linalg
+
+__all__ = ["SIZES", "run", "gp_problem", "make_nll", "reference_gradient"]
+
+SIZES = {"full": (100, 1000, 2000, 3000, 4000), "quick": (100, 1000)}
+DIMS = 3
+# cond(K) is at most about N·(signal + noise)/noise = 4e4 at N = 4000, so a correct gradient
+# is within ~cond·eps·√N ≈ 1e-10 of the closed form; a wrong rule is O(1) off.
+TOLERANCE = 1e-7
+
+
+def _jax():
+    import jax
+    import jax.numpy as jnp
+    import jax.scipy.linalg as jsl
+    import blockchol.jax as bj
+    return jax, jnp, jsl, bj
+
+
+def gp_problem(n, seed=0):
+    """``(theta, X, y)``: log-hyperparameters, inputs (n, 3) and targets (n,), float64."""
+    rng = np.random.default_rng(seed)
+    X = rng.uniform(0.0, 5.0, size=(n, DIMS))
+    y = np.sin(X @ np.array([1.0, 0.5, 0.25])) + 0.3 * rng.standard_normal(n)
+    theta = np.log(np.array([0.8, 1.5, 3.0, 1.0, 0.1]))    # lengthscales, signal, noise
+    return theta, X, y
+
+
+def make_nll(cholesky):
+    """The negative log marginal likelihood of y under GP(0, k_theta), through ``cholesky``."""
+    jax, jnp, jsl, _ = _jax()
+
+    def nll(theta, X, y):
+        L = cholesky(_kernel(theta, X))
+        alpha = jsl.cho_solve((L, True), y)
+        n = X.shape[0]
+        return 0.5 * y @ alpha + jnp.sum(jnp.log(jnp.diagonal(L))) + 0.5 * n * math.log(2 * math.pi)
+
+    return nll
+
+
+def reference_gradient(theta, X, y):
+    """d nll / d theta = ½ tr((K⁻¹ − ααᵀ) ∂K/∂θ), in numpy and scipy (no jax, no blockchol)."""
+    ell, signal, noise = np.exp(theta[:DIMS]), np.exp(theta[DIMS]), np.exp(theta[DIMS + 1])
+    n = X.shape[0]
+    diff2 = [(X[:, d, None] - X[None, :, d]) ** 2 / ell[d] ** 2 for d in range(DIMS)]
+    rbf = signal * np.exp(-0.5 * sum(diff2))
+    K = rbf + noise * np.eye(n)
+    factor = scipy.linalg.cho_factor(K, lower=True)
+    alpha = scipy.linalg.cho_solve(factor, y)
+    M = scipy.linalg.cho_solve(factor, np.eye(n)) - np.outer(alpha, alpha)   # K⁻¹ − ααᵀ
+    grads = [0.5 * np.sum(M * rbf * diff2[d]) for d in range(DIMS)]          # ∂K/∂log ℓ_d
+    grads.append(0.5 * np.sum(M * rbf))                                      # ∂K/∂log σ_f²
+    grads.append(0.5 * noise * np.trace(M))                                  # ∂K/∂log σ_n²
+    return np.array(grads)
+
+
+@contextlib.contextmanager
+def _x64():
+    """jax's global x64 switch on (as a user's ``jax.config.update`` would), restored after.
+
+    Global rather than ``with jax.enable_x64()``, whose thread-local setting
+    makes blockchol.jax ship 64-bit data to its host calls as uint32 words.
+    """
+    jax, _, _, _ = _jax()
+    previous = jax.config.jax_enable_x64
+    jax.config.update("jax_enable_x64", True)
+    try:
+        yield
+    finally:
+        jax.config.update("jax_enable_x64", previous)
+
+
+@contextlib.contextmanager
+def _crossover_at(value):
+    """Trace with both of blockchol.jax's crossovers at value (read when a function is traced)."""
+    _, _, _, bj = _jax()
+    saved = bj.CROSSOVER, bj.CROSSOVER_SINGLE
+    bj.CROSSOVER = bj.CROSSOVER_SINGLE = value
+    try:
+        yield
+    finally:
+        bj.CROSSOVER, bj.CROSSOVER_SINGLE = saved
+
+
+def _blocked(f, *args):
+    """A thunk that calls f and waits for the result (jax dispatches asynchronously)."""
+    def thunk():
+        out = f(*args)
+        out.block_until_ready()
+        return out
+    return thunk
+
+
+def _with_method(method, thunk):
+    """The thunk, run while blockchol.chol_rev/chol_fwd default to ``method`` (looked up at call time)."""
+    import blockchol
+
+    def switched():
+        saved = blockchol.chol_rev, blockchol.chol_fwd
+        blockchol.chol_rev = functools.partial(saved[0], method=method)
+        blockchol.chol_fwd = functools.partial(saved[1], method=method)
+        try:
+            return thunk()
+        finally:
+            blockchol.chol_rev, blockchol.chol_fwd = saved
+    return switched
+
+
+def gp(b):
+    jax, jnp, _, bj = _jax()
+    with _x64():
+        ours = jax.jit(jax.grad(make_nll(bj.cholesky)))
+        base = jax.jit(jax.grad(make_nll(jnp.linalg.cholesky)))
+        for n in SIZES["quick" if b.quick else "full"]:
+            theta, X, y = gp_problem(n)
+            expected = reference_gradient(theta, X, y)
+            args = tuple(jnp.asarray(a) for a in (theta, X, y))
+            impls = {"blockchol.jax": _blocked(ours, *args),
+                     "jnp.linalg.cholesky": _blocked(base, *args)}
+            if n >= bj.CROSSOVER:
+                impls["blockchol.jax, closed form"] = _with_method("closed", impls["blockchol.jax"])
+
+            def check(name, out):
+                err = float(np.abs(np.asarray(out) - expected).max() / np.abs(expected).max())
+                return err, err <= TOLERANCE
+            b.compare("frameworks-jax", "GP gradient, N=%d" % n, impls, check,
+                      baseline="jnp.linalg.cholesky", n=n)
+
+
+def profile(b, n):
+    """The parts of one gradient at size n, timed side by side (differences give the rest)."""
+    jax, jnp, jsl, bj = _jax()
+    import blockchol
+    with _x64():
+        theta, X, y = (jnp.asarray(a) for a in gp_problem(n))
+        nll = make_nll(jnp.linalg.cholesky)
+        K = jax.jit(_kernel)(theta, X)
+
+        def tail(L, y):
+            return 0.5 * y @ jsl.cho_solve((L, True), y) + jnp.sum(jnp.log(jnp.diagonal(L)))
+        L = jnp.linalg.cholesky(K)
+        L_bar = jax.grad(tail)(L, y)
+        vjp = lambda chol: jax.jit(lambda K, Lb: jax.vjp(chol, K)[1](Lb)[0])   # noqa: E731
+        impls = {"kernel matrix": _blocked(jax.jit(_kernel), theta, X),
+                 "potrf": _blocked(jax.jit(jnp.linalg.cholesky), K),
+                 "forward nll": _blocked(jax.jit(nll), theta, X, y),
+                 "Cholesky vjp incl. potrf, blockchol": _blocked(vjp(bj.cholesky), K, L_bar),
+                 "Cholesky vjp incl. potrf, jax's rule": _blocked(vjp(jnp.linalg.cholesky), K, L_bar),
+                 "cho_solve + logdet, value and grad": _blocked(jax.jit(jax.grad(tail)), L, y),
+                 "host: chol_rev alone (numpy)": functools.partial(
+                     blockchol.chol_rev, np.asarray(L), np.asarray(L_bar), check_finite=False)}
+        b.compare("frameworks-jax-profile", "N=%d" % n, impls, lambda name, out: (None, True),
+                  baseline="Cholesky vjp incl. potrf, jax's rule", n=n)
+
+
+def _kernel(theta, X):
+    _, jnp, _, _ = _jax()
+    ell, signal, noise = jnp.exp(theta[:DIMS]), jnp.exp(theta[DIMS]), jnp.exp(theta[DIMS + 1])
+    Z = X / ell
+    sq = jnp.sum(Z * Z, axis=1)
+    d2 = jnp.maximum(sq[:, None] + sq[None, :] - 2.0 * (Z @ Z.T), 0.0)
+    return signal * jnp.exp(-0.5 * d2) + noise * jnp.eye(X.shape[0], dtype=X.dtype)
+
+
+@contextlib.contextmanager
+def _crossover_at(value):
+    """Trace with both of blockchol.jax's crossovers at value (read when a function is traced)."""
+    _, _, _, bj = _jax()
+    saved = bj.CROSSOVER, bj.CROSSOVER_SINGLE
+    bj.CROSSOVER = bj.CROSSOVER_SINGLE = value
+    try:
+        yield
+    finally:
+        bj.CROSSOVER, bj.CROSSOVER_SINGLE = saved
+
+
+def crossover(b, sizes):
+    """The jitted grad of sum(cholesky(K) ⊙ W) by blockchol's rule and by jax's, per N and dtype."""
+    jax, jnp, _, bj = _jax()
+    rng = np.random.default_rng(0)
+    with _x64():
+        for dtype in ("float64", "float32"):
+            for n in sizes:
+                A = rng.standard_normal((n, n + 3))
+                K = jnp.asarray((A @ A.T / n + 0.5 * np.eye(n)).astype(dtype))
+                W = jnp.asarray(rng.standard_normal((n, n)).astype(dtype))
+                impls = {}
+                for rule, value in (("blockchol", 0), ("jax", 1 << 62)):
+                    with _crossover_at(value):
+                        g = jax.jit(jax.grad(lambda k: jnp.sum(bj.cholesky(k) * W)))
+                        g(K).block_until_ready()                  # traced under this setting
+                    impls["grad, %s rule" % rule] = _blocked(g, K)
+                b.compare("frameworks-jax-crossover", "%s N=%d" % (dtype, n), impls,
+                          lambda name, out: (None, True), baseline="grad, jax rule", n=n)
+
+
+def run(b):
+    """The ``frameworks-jax`` suite: the GP gradient, its profile, the crossover."""
+    gp(b)
+    profile(b, 1000 if b.quick else 4000)
+    crossover(b, (256, 512) if b.quick else (256, 384, 512, 768, 1024))
