@@ -64,7 +64,7 @@ class Bench:
         self.notes.append(text)
         print("note: " + text, file=self.stream, flush=True)
 
-    def compare(self, suite, case, impls, check, baseline=None, budget=None, **extra):
+    def compare(self, suite, case, impls, check, baseline=None, budget=None, settle=0.0, **extra):
         """Time ``impls`` (name → no-argument callable) side by side; returns {name: record}.
 
         ``check(name, output)`` returns the output's error against the
@@ -73,6 +73,9 @@ class Bench:
         (seconds per implementation, default 20, 5 with ``quick``) caps the
         rounds for slow implementations; at least two are always taken.
         ``extra`` is stored in every record (sizes, flops, thread counts).
+        ``settle`` seconds are slept before each sample, so that thread pools
+        still spinning after one implementation (OpenBLAS's spin for ~0.1 s)
+        do not slow the next one's sample.
         """
         budget = budget or (5.0 if self.quick else 20.0)
         outputs, first = {}, {}
@@ -95,6 +98,8 @@ class Bench:
         for r in range(rounds):
             for name in names[r % len(names):] + names[:r % len(names)]:
                 fn, k = impls[name], number[name]
+                if settle:
+                    time.sleep(settle)
                 start = time.perf_counter()
                 for _ in range(k):
                     fn()

@@ -11,7 +11,7 @@ def _ratio(case, num, den, suite="targets"):
     return ("ratio", suite, case, num, den)
 
 
-#: The targets of issues 8 and 11, as plain data: (label, how to compute it, bar, sense).
+#: The targets of issues 8 and 11 (issue 9's below), as plain data: (label, how to compute it, bar, sense).
 #: "ratio": min time of ``num`` / min time of ``den`` in one case.
 TARGETS = [
     ("N=10: chol_rev / scipy.linalg.cholesky", _ratio("N=10", "chol_rev", "scipy.linalg.cholesky"), 3.0, "<="),
@@ -29,6 +29,17 @@ TARGETS = [
     ("float32 stack (100, 128, 128): chol_rev / jax", _ratio("stack (100, 128, 128) float32", "chol_rev", "jax"), 1.0, "<="),
     ("1 → 2 threads: sweep speed-up", ("speedup", "threads", None, "chol_rev sweep"), 1.8, ">="),
 ]
+#: Issue 9's: the whole GP gradient, the framework's own rules / blockchol's (speed-ups).
+_TORCH, _JAX, _GPYT = "frameworks-torch", "frameworks-jax", "frameworks-torch-gpytorch"
+for _n, _bar in ((100, 1.0), (1000, 1.0), (4000, 2.0)):
+    TARGETS.append(("torch GP gradient N=%d: own rules / accelerate()" % _n,
+                    _ratio("GP gradient, N=%d" % _n, "torch's own rules", "accelerate()", _TORCH), _bar, ">="))
+for _n, _bar in ((100, 1.0), (1000, 1.0), (3000, 2.0), (4000, 2.5)):
+    TARGETS.append(("jax GP gradient N=%d: jnp.linalg.cholesky / blockchol.jax" % _n,
+                    _ratio("GP gradient, N=%d" % _n, "jnp.linalg.cholesky", "blockchol.jax", _JAX), _bar, ">="))
+for _n in (2000, 4000):
+    TARGETS.append(("GPyTorch ExactGP N=%d: own rules / accelerate()" % _n,
+                    _ratio("GP gradient, N=%d" % _n, "torch's own rules", "accelerate()", _GPYT), 1.0, ">"))
 
 
 def _find(records, suite, case, impl):
@@ -57,7 +68,7 @@ def target_values(records):
             if one and two:
                 value = one["min"] / two["min"]
                 label = "%s (%s)" % (label, one["case"])
-        met = None if value is None else (value <= bar if sense == "<=" else value >= bar)
+        met = None if value is None else {"<=": value <= bar, ">=": value >= bar, ">": value > bar}[sense]
         out.append((label, value, bar, sense, met))
     return out
 

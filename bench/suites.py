@@ -72,13 +72,20 @@ def torch_rev(K, Lb):
 
 
 def jax_rev(K, Lb):
+    # jax's thread-local x64 switch, around the set-up and each call: the
+    # peer runs in float64 without changing jax's global setting for the
+    # rest of the process (tests and doctests run after the bench suites).
     jax = _peer("jax")
-    jax.config.update("jax_enable_x64", True)
     import jax.numpy as jnp
-    _, vjp = jax.vjp(jnp.linalg.cholesky, jnp.asarray(K))
-    apply = jax.jit(lambda f, ct: f(ct)[0])
-    ct = jnp.asarray(Lb)
-    return lambda: np.asarray(apply(vjp, ct).block_until_ready())
+    with jax.enable_x64(True):
+        _, vjp = jax.vjp(jnp.linalg.cholesky, jnp.asarray(K))
+        apply = jax.jit(lambda f, ct: f(ct)[0])
+        ct = jnp.asarray(Lb)
+
+    def run():
+        with jax.enable_x64(True):
+            return np.asarray(apply(vjp, ct).block_until_ready())
+    return run
 
 
 def gpy_rev(L, Lb):
@@ -247,10 +254,10 @@ def _errors(K, L, Lb, torch, jax, worst):
         row["torch"] = _fro(triangular(S), ref.symbolic_rev(Lt.detach().numpy(), Lb,
                                                             dtype=np.longdouble))
     if jax is not None:
-        jax.config.update("jax_enable_x64", True)
         import jax.numpy as jnp
-        Lj, vjp = jax.vjp(jnp.linalg.cholesky, jnp.asarray(K))
-        S = np.asarray(vjp(jnp.asarray(Lb))[0])
+        with jax.enable_x64(True):
+            Lj, vjp = jax.vjp(jnp.linalg.cholesky, jnp.asarray(K))
+            S = np.asarray(vjp(jnp.asarray(Lb))[0])
         row["jax"] = _fro(triangular(S), ref.symbolic_rev(np.asarray(Lj), Lb, dtype=np.longdouble))
     return row
 
