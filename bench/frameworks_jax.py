@@ -22,10 +22,12 @@ import math
 import numpy as np
 import scipy.linalg
 
+from .harness import with_method
+from .suites import GP_DIMS as DIMS, gp_problem
+
 __all__ = ["SIZES", "run", "gp_problem", "make_nll", "reference_gradient"]
 
 SIZES = {"full": (100, 1000, 2000, 3000, 4000), "quick": (100, 1000)}
-DIMS = 3
 # cond(K) is at most about N·(signal + noise)/noise = 4e4 at N = 4000, so a correct gradient
 # is within ~cond·eps·√N ≈ 1e-10 of the closed form; a wrong rule is O(1) off.
 TOLERANCE = 1e-7
@@ -37,15 +39,6 @@ def _jax():
     import jax.scipy.linalg as jsl
     import blockchol.jax as bj
     return jax, jnp, jsl, bj
-
-
-def gp_problem(n, seed=0):
-    """``(theta, X, y)``: log-hyperparameters, inputs (n, 3) and targets (n,), float64."""
-    rng = np.random.default_rng(seed)
-    X = rng.uniform(0.0, 5.0, size=(n, DIMS))
-    y = np.sin(X @ np.array([1.0, 0.5, 0.25])) + 0.3 * rng.standard_normal(n)
-    theta = np.log(np.array([0.8, 1.5, 3.0, 1.0, 0.1]))    # lengthscales, signal, noise
-    return theta, X, y
 
 
 def make_nll(cholesky):
@@ -114,21 +107,6 @@ def _blocked(f, *args):
     return thunk
 
 
-def _with_method(method, thunk):
-    """The thunk, run while blockchol.chol_rev/chol_fwd default to ``method`` (looked up at call time)."""
-    import blockchol
-
-    def switched():
-        saved = blockchol.chol_rev, blockchol.chol_fwd
-        blockchol.chol_rev = functools.partial(saved[0], method=method)
-        blockchol.chol_fwd = functools.partial(saved[1], method=method)
-        try:
-            return thunk()
-        finally:
-            blockchol.chol_rev, blockchol.chol_fwd = saved
-    return switched
-
-
 def gp(b):
     jax, jnp, _, bj = _jax()
     with _x64():
@@ -141,7 +119,7 @@ def gp(b):
             impls = {"blockchol.jax": _blocked(ours, *args),
                      "jnp.linalg.cholesky": _blocked(base, *args)}
             if n >= bj.CROSSOVER:
-                impls["blockchol.jax, closed form"] = _with_method("closed", impls["blockchol.jax"])
+                impls["blockchol.jax, closed form"] = with_method("closed", impls["blockchol.jax"])
 
             def check(name, out):
                 err = float(np.abs(np.asarray(out) - expected).max() / np.abs(expected).max())

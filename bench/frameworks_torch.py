@@ -22,18 +22,19 @@ own rules are faster than blockchol's (``crossover``: ``blockchol.torch.MIN_N``,
 """
 
 import contextlib
-import functools
 import math
 import sys
 
 import numpy as np
 import scipy.linalg
 
+from .harness import with_method
+from .suites import GP_DIMS as DIMS, gp_problem
+
 __all__ = ["SIZES", "run", "gp_problem", "nll", "reference_gradient", "gpytorch_problem",
            "gpytorch_gradient", "gpytorch_reference"]
 
 SIZES = {"full": (100, 1000, 2000, 3000, 4000), "quick": (100, 1000)}
-DIMS = 3
 # float64 throughout; the check's threshold: cond(K) is at most about
 # N·(signal + noise)/noise = 4e4 at N = 4000, so a correct gradient is within
 # ~cond·eps·sqrt(N) ≈ 1e-10 of the closed form relative to its largest
@@ -61,15 +62,6 @@ def _torch():
 
 # ---------------------------------------------------------------------------
 # The problem
-
-def gp_problem(n, seed=0):
-    """``(theta, X, y)``: log-hyperparameters, inputs (n, 3) and targets (n,), float64 numpy."""
-    rng = np.random.default_rng(seed)
-    X = rng.uniform(0.0, 5.0, size=(n, DIMS))
-    y = np.sin(X @ np.array([1.0, 0.5, 0.25])) + 0.3 * rng.standard_normal(n)
-    theta = np.log(np.array([0.8, 1.5, 3.0, 1.0, 0.1]))    # lengthscales, signal, noise
-    return theta, X, y
-
 
 def kernel(theta, X):
     """K = σ_f² exp(−½ Σ_d (x_d − x'_d)² / ℓ_d²) + σ_n² I, in torch."""
@@ -209,25 +201,6 @@ def _no_check(name, out):
     return None, True
 
 
-def _with_method(method, thunk):
-    """The thunk, run while blockchol.chol_rev/chol_fwd default to ``method``.
-
-    blockchol.torch looks these functions up when it calls them, so the
-    switch applies to this thunk's calls only.
-    """
-    import blockchol
-
-    def switched():
-        saved = blockchol.chol_rev, blockchol.chol_fwd
-        blockchol.chol_rev = functools.partial(saved[0], method=method)
-        blockchol.chol_fwd = functools.partial(saved[1], method=method)
-        try:
-            return thunk()
-        finally:
-            blockchol.chol_rev, blockchol.chol_fwd = saved
-    return switched
-
-
 def _accelerated(thunk):
     _, bt = _torch()
 
@@ -264,7 +237,7 @@ def gp(b):
             plain, reference = case(n)
             impls = {OURS: _accelerated(plain), BASELINE: plain}
             if n >= bt.MIN_N[torch.float64]:
-                impls[OURS_SWEEP] = _with_method("sweep", impls[OURS])
+                impls[OURS_SWEEP] = with_method("sweep", impls[OURS])
             b.compare(suite, "GP gradient, N=%d" % n, impls, _checker(reference),
                       baseline=BASELINE, settle=SETTLE if n >= bt.MIN_N[torch.float64] else 0.0, n=n,
                       path="torch's own rule below MIN_N" if n < bt.MIN_N[torch.float64] else "")
@@ -392,7 +365,7 @@ def crossover(b):
                 impls = {name: setting(value, make[mode](chol)) for name, (chol, value) in rules.items()}
                 # The closed form is the slower of blockchol's two paths, and the one GP
                 # matrices (condition > AUTO_SWEEP_KAPPA) get: the crossover must hold for it.
-                impls["blockchol closed form, BLAS pools"] = _with_method(
+                impls["blockchol closed form, BLAS pools"] = with_method(
                     "closed", impls["blockchol, BLAS pools"])
                 case = "cholesky %s %s N=%d %s" % (dtype_name, "x".join(map(str, batch)) or "single",
                                                    n, mode)

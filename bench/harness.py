@@ -20,7 +20,7 @@ from importlib import metadata
 
 from threadpoolctl import threadpool_info
 
-__all__ = ["Bench", "machine"]
+__all__ = ["Bench", "machine", "with_method"]
 
 _PACKAGES = ("blockchol", "numpy", "scipy", "threadpoolctl", "torch", "jax", "jaxlib", "GPy",
              "gpytorch", "dask", "distributed")
@@ -140,3 +140,23 @@ class Bench:
         with open(os.path.join(folder, "results.md"), "w") as f:
             f.write(markdown)
         return markdown
+
+
+def with_method(method, thunk):
+    """The thunk, run while blockchol.chol_rev/chol_fwd default to ``method``.
+
+    The framework adapters look these functions up when they call them, so
+    the switch applies to this thunk's calls only (the bench is one thread).
+    """
+    import functools
+    import blockchol
+
+    def switched():
+        saved = blockchol.chol_rev, blockchol.chol_fwd
+        blockchol.chol_rev = functools.partial(saved[0], method=method)
+        blockchol.chol_fwd = functools.partial(saved[1], method=method)
+        try:
+            return thunk()
+        finally:
+            blockchol.chol_rev, blockchol.chol_fwd = saved
+    return switched

@@ -63,6 +63,20 @@ def _peer(name):
         return None
 
 
+#: The frameworks suites' GP problem: an ARD RBF kernel on this many inputs.
+GP_DIMS = 3
+
+
+def gp_problem(n, seed=0):
+    """``(theta, X, y)`` of the frameworks suites: log-hyperparameters (three lengthscales,
+    signal and noise variance), inputs (n, GP_DIMS) and targets (n,), float64 numpy."""
+    rng = np.random.default_rng(seed)
+    X = rng.uniform(0.0, 5.0, size=(n, GP_DIMS))
+    y = np.sin(X @ np.array([1.0, 0.5, 0.25])) + 0.3 * rng.standard_normal(n)
+    theta = np.log(np.array([0.8, 1.5, 3.0, 1.0, 0.1]))    # lengthscales, signal, noise
+    return theta, X, y
+
+
 def torch_rev(K, Lb):
     torch = _peer("torch")
     Kt = torch.from_numpy(np.ascontiguousarray(K)).requires_grad_()

@@ -73,6 +73,11 @@ class Plan(NamedTuple):
         The second argument is scaled by 2^-scale_exp on the way in and the
         result by 2^scale_exp on the way out (0 almost always; see
         :func:`_overflow_scaling`).
+    check_copies : bool
+        The read triangles' finiteness is still to be checked, by the small
+        path on its copies of them, before its first BLAS call.
+    names : tuple of str
+        The arguments' names, for the errors of that check.
     """
 
     direction: str
@@ -89,6 +94,8 @@ class Plan(NamedTuple):
     overwrite: bool
     row_major: bool
     scale_exp: int
+    check_copies: bool
+    names: tuple
 
     @property
     def count(self):
@@ -132,10 +139,18 @@ def make_plan(direction, L, X, names, *, lower, symmetric, method, block_size, o
         blas_threads = threads
         workers = 1 if n < PARALLEL_N else min(threads or blas_pool_size(), CORES)
 
-    if check_finite:
+    # A small matrix's read triangles are checked on the small path's copies of
+    # them, both in one pass (two passes here were a fifth of an N = 10 call).
+    check_copies = check_finite and path == "small"
+    if check_finite and not check_copies:
         check_finite_triangle(L, names[0], lower, workers)
         check_finite_triangle(X, names[1], lower, workers)
-    diagonal = check_factor_diagonal(L, names[0])
+    try:
+        diagonal = check_factor_diagonal(L, names[0])
+    except np.linalg.LinAlgError:
+        if check_copies:          # a non-finite diagonal entry is reported as non-finite
+            check_finite_triangle(L, names[0], lower, workers)
+        raise
     if method == "auto":
         method = ("sweep" if path == "one" and n >= AUTO_SWEEP_N
                   and condition_estimate(L, lower, dtype) <= AUTO_SWEEP_KAPPA else "closed")
@@ -147,7 +162,7 @@ def make_plan(direction, L, X, names, *, lower, symmetric, method, block_size, o
              and can_overwrite(X, L, shape, dtype))
     plan = Plan(direction, method, lower, bool(symmetric), np.dtype(dtype), n, shape, path, nb,
                 blas_threads, workers, reuse, is_row_major(L),
-                _overflow_scaling(diagonal, X, dtype, lower))
+                _overflow_scaling(diagonal, X, dtype, lower), check_copies, names)
     return plan, L, X
 
 

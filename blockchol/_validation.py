@@ -4,6 +4,7 @@ Nothing here changes an array; layouts are settled in :mod:`._layout` and
 :mod:`._plan`.  Errors about stacks name the matrix's batch index.
 """
 
+import math
 import operator
 
 import numpy as np
@@ -137,7 +138,13 @@ def check_factor_diagonal(L, name="L"):
     d = L.diagonal(0, -2, -1)
     if d.size == 0:
         return None
-    if d.dtype.kind == "c":
+    if d.ndim == 1 and d.size <= 64 and d.dtype.kind != "c":
+        # A few entries: Python's min and max are faster than two numpy reductions.
+        # They do not propagate NaN, so a sum (NaN if any entry is) decides that.
+        entries = d.tolist()
+        lo, hi = min(entries), max(entries)
+        ok = lo > 0 and hi < math.inf and not math.isnan(sum(entries))
+    elif d.dtype.kind == "c":
         lo, hi = d.real.min(), d.real.max()
         ok = not d.imag.any() and lo > 0 and hi < np.inf
     else:

@@ -26,8 +26,6 @@ cotangent is z̄ = ∂f/∂Re z − i ∂f/∂Im z, the complex conjugate of tor
 and ``jax.grad(f)(K)`` is the symmetric S with df = Σ_ij S_ij dK_ij.
 """
 
-import contextlib
-import threading
 
 import numpy as np
 
@@ -43,6 +41,7 @@ except ImportError as error:     # pragma: no cover - exercised in a subprocess 
                       "with: pip install 'blockchol[jax]'" % error) from error
 
 import blockchol as _blockchol
+from blockchol import _patching
 
 _jax_cholesky = jnp.linalg.cholesky      # jax's own, kept before accelerate() can replace it
 
@@ -463,38 +462,13 @@ def _scipy_cho_factor(a, lower=False, overwrite_a=False, check_finite=True):
     return _scipy_cholesky(a, lower=lower), lower
 
 
-_lock = threading.Lock()
-_depth = 0
-_saved = []
-
-
 def _patches():
     import jax.scipy.linalg as jsl
     return ((jnp.linalg, "cholesky", cholesky), (jsl, "cholesky", _scipy_cholesky),
             (jsl, "cho_factor", _scipy_cho_factor))
 
 
-class _Accelerate(contextlib.ContextDecorator):
-    def __enter__(self):
-        global _depth, _saved
-        with _lock:
-            if _depth == 0:
-                patches = _patches()
-                _saved = [(module, name, getattr(module, name)) for module, name, _ in patches]
-                for module, name, ours in patches:
-                    setattr(module, name, ours)
-            _depth += 1
-        return self
-
-    def __exit__(self, *exc_info):
-        global _depth, _saved
-        with _lock:
-            _depth -= 1
-            if _depth == 0:
-                for module, name, theirs in _saved:
-                    setattr(module, name, theirs)
-                _saved = []
-        return False
+_PATCHES = _patching.Patches(_patches)
 
 
 def accelerate(func=None):
@@ -545,7 +519,7 @@ def accelerate(func=None):
     Array([2., 2., 2.], dtype=float32)
     """
     if func is None:
-        return _Accelerate()
+        return _PATCHES.activation()
     if not callable(func):
         raise TypeError("accelerate() takes a function to decorate, or nothing; got %r" % (func,))
-    return _Accelerate()(func)
+    return _PATCHES.activation()(func)

@@ -55,13 +55,12 @@ except ImportError as error:        # pragma: no cover - exercised in a subproce
     raise ImportError("blockchol.torch needs PyTorch, which is not installed: "
                       "pip install 'blockchol[torch]'") from error
 
-import contextlib
 import functools
-import threading
 
 import numpy as np
 
 import blockchol
+from blockchol import _patching
 
 __all__ = ["cholesky", "cholesky_ex", "cholesky_solve", "accelerate", "MIN_N", "MIN_N_SOLVE",
            "SINGLE_THREAD_N"]
@@ -866,33 +865,9 @@ for _ours, _theirs in ((cholesky, _torch_cholesky), (cholesky_ex, _torch_cholesk
 
 # --- accelerate() -----------------------------------------------------------------------
 
-_PATCHES = ((torch.linalg, "cholesky", cholesky), (torch.linalg, "cholesky_ex", cholesky_ex),
-            (torch, "cholesky_solve", cholesky_solve))
-_lock = threading.Lock()
-_depth = 0
-_saved = []
-
-
-class _Accelerate(contextlib.ContextDecorator):
-    def __enter__(self):
-        global _depth, _saved
-        with _lock:
-            if _depth == 0:
-                _saved = [(module, name, getattr(module, name)) for module, name, _ in _PATCHES]
-                for module, name, ours in _PATCHES:
-                    setattr(module, name, ours)
-            _depth += 1
-        return self
-
-    def __exit__(self, *exc_info):
-        global _depth, _saved
-        with _lock:
-            _depth -= 1
-            if _depth == 0:
-                for module, name, theirs in _saved:
-                    setattr(module, name, theirs)
-                _saved = []
-        return False
+_PATCHES = _patching.Patches(lambda: (
+    (torch.linalg, "cholesky", cholesky), (torch.linalg, "cholesky_ex", cholesky_ex),
+    (torch, "cholesky_solve", cholesky_solve)))
 
 
 def accelerate(func=None):
@@ -935,7 +910,7 @@ def accelerate(func=None):
     tensor([1., 1., 1.])
     """
     if func is None:
-        return _Accelerate()
+        return _PATCHES.activation()
     if not callable(func):
         raise TypeError("accelerate() takes a function to decorate, or nothing; got %r" % (func,))
-    return _Accelerate()(func)
+    return _PATCHES.activation()(func)

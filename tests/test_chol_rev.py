@@ -525,3 +525,31 @@ def test_a_tiny_pivot_gives_inf_with_a_warning_not_nan(method, lower):
     small = ~big & (np.tril(np.ones((3, 3))) > 0)
     np.testing.assert_allclose(G[small], truth[small].astype(float), rtol=1e-12)
     assert not np.triu(G, 1).any()
+
+
+# --------------------------------------------------------------------------
+# The small path's per-thread workspaces
+
+
+def test_small_path_workspaces_carry_nothing_from_one_call_to_the_next():
+    # The small path keeps its workspaces between calls; whatever one call leaves
+    # in them (a forward call's full product, an upper or complex call, a
+    # non-finite input that was refused) must not reach the next call's result.
+    rng = np.random.default_rng(5)
+    n = 9
+    A = rng.standard_normal((n, n))
+    L = np.linalg.cholesky(A @ A.T / n + np.eye(n))
+    Lb = rng.standard_normal((n, n))              # both triangles filled
+    Kd = Lb + Lb.T
+    rev, fwd = ref.symbolic_rev(L, np.tril(Lb)), ref.symbolic_fwd(L, Kd)
+    bad = Lb.copy()
+    bad[5, 2] = np.nan
+    for _ in range(2):
+        assert rel_err(blockchol.chol_fwd(L, Kd), fwd) < 1e-13
+        assert rel_err(blockchol.chol_rev(L, Lb), rev) < 1e-13
+        with pytest.raises(ValueError, match="L_bar contains NaN"):
+            blockchol.chol_rev(L, bad)
+        assert rel_err(blockchol.chol_rev(L.T.copy(), Lb.T.copy(), lower=False), rev.T) < 1e-13
+        Gc = blockchol.chol_rev(L + 0j, Lb + 1j * Lb)
+        assert rel_err(Gc.real, rev) < 1e-13
+        assert rel_err(blockchol.chol_rev(L, Lb, symmetric=True), (rev + rev.T) / 2) < 1e-13
