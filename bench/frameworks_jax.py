@@ -120,6 +120,7 @@ def gp(b):
                      "jnp.linalg.cholesky": _blocked(base, *args)}
             if n >= bj.CROSSOVER:
                 impls["blockchol.jax, closed form"] = with_method("closed", impls["blockchol.jax"])
+                impls["blockchol.jax, method='sweep'"] = with_method("sweep", impls["blockchol.jax"])
 
             def check(name, out):
                 err = float(np.abs(np.asarray(out) - expected).max() / np.abs(expected).max())
