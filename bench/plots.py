@@ -8,7 +8,8 @@ __all__ = ["make_plots"]
 
 
 def make_plots(folder):
-    """accuracy_vs_cond.png and threads.png in ``folder`` from its results.json; returns the paths."""
+    """accuracy_vs_cond.png, threads.png and frameworks.png in ``folder`` from its results.json;
+    returns the paths."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -42,6 +43,25 @@ def make_plots(folder):
         ax.legend(fontsize=8)
         ax.set_title("Thread scaling, %s (%s)" % (thr[0]["case"], data["machine"]["cpu"]), fontsize=9)
         paths.append(os.path.join(folder, "threads.png"))
+        fig.tight_layout()
+        fig.savefig(paths[-1], dpi=120)
+        plt.close(fig)
+    suites = ("frameworks-torch", "frameworks-torch-gpytorch", "frameworks-jax")
+    fw = [r for r in records if r["suite"] in suites and r.get("n")]
+    if fw:
+        fig, ax = plt.subplots(figsize=(6.5, 4.5))
+        for suite in suites:
+            rows = [r for r in fw if r["suite"] == suite]
+            for impl in dict.fromkeys(r["impl"] for r in rows if r["impl"] != r["baseline"]):
+                pts = sorted((r["n"], 1 / r["ratio"]) for r in rows if r["impl"] == impl)
+                ax.plot(*zip(*pts), marker="o", ms=3, label="%s: %s" % (suite.replace("frameworks-", ""), impl))
+        ax.axhline(1.0, color="grey", lw=0.8)
+        ax.set_xlabel("N (GP gradient, ARD RBF kernel on 3 inputs, float64)")
+        ax.set_ylabel("speed-up over the framework's own rules")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7)
+        ax.set_title("GP gradients inside torch and jax (%s)" % data["machine"]["cpu"], fontsize=9)
+        paths.append(os.path.join(folder, "frameworks.png"))
         fig.tight_layout()
         fig.savefig(paths[-1], dpi=120)
         plt.close(fig)
