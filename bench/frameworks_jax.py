@@ -164,18 +164,6 @@ def _kernel(theta, X):
     return signal * jnp.exp(-0.5 * d2) + noise * jnp.eye(X.shape[0], dtype=X.dtype)
 
 
-@contextlib.contextmanager
-def _crossover_at(value):
-    """Trace with both of blockchol.jax's crossovers at value (read when a function is traced)."""
-    _, _, _, bj = _jax()
-    saved = bj.CROSSOVER, bj.CROSSOVER_SINGLE
-    bj.CROSSOVER = bj.CROSSOVER_SINGLE = value
-    try:
-        yield
-    finally:
-        bj.CROSSOVER, bj.CROSSOVER_SINGLE = saved
-
-
 def crossover(b, sizes):
     """The jitted grad of sum(cholesky(K) ⊙ W) by blockchol's rule and by jax's, per N and dtype."""
     jax, jnp, _, bj = _jax()

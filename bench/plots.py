@@ -27,10 +27,7 @@ def make_plots(folder):
         ax.grid(True, which="major", alpha=0.3)
         ax.legend(fontsize=8)
         ax.set_title("Accuracy against conditioning (%s)" % data["machine"]["cpu"], fontsize=9)
-        paths.append(os.path.join(folder, "accuracy_vs_cond.png"))
-        fig.tight_layout()
-        fig.savefig(paths[-1], dpi=120)
-        plt.close(fig)
+        paths.append(_save(plt, fig, folder, "accuracy_vs_cond.png"))
     thr = [r for r in records if r["suite"] == "threads"]
     if thr:
         fig, ax = plt.subplots(figsize=(6, 4))
@@ -42,10 +39,7 @@ def make_plots(folder):
         ax.set_ylabel("speed-up over 1 thread")
         ax.legend(fontsize=8)
         ax.set_title("Thread scaling, %s (%s)" % (thr[0]["case"], data["machine"]["cpu"]), fontsize=9)
-        paths.append(os.path.join(folder, "threads.png"))
-        fig.tight_layout()
-        fig.savefig(paths[-1], dpi=120)
-        plt.close(fig)
+        paths.append(_save(plt, fig, folder, "threads.png"))
     suites = ("frameworks-torch", "frameworks-torch-gpytorch", "frameworks-jax")
     fw = [r for r in records if r["suite"] in suites and r.get("n")]
     if fw:
@@ -61,11 +55,16 @@ def make_plots(folder):
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=7)
         ax.set_title("GP gradients inside torch and jax (%s)" % data["machine"]["cpu"], fontsize=9)
-        paths.append(os.path.join(folder, "frameworks.png"))
-        fig.tight_layout()
-        fig.savefig(paths[-1], dpi=120)
-        plt.close(fig)
+        paths.append(_save(plt, fig, folder, "frameworks.png"))
     return paths
+
+
+def _save(plt, fig, folder, name):
+    path = os.path.join(folder, name)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
 
 
 if __name__ == "__main__":

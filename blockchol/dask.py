@@ -46,6 +46,7 @@ except ImportError as error:     # pragma: no cover - exercised in a subprocess 
     raise ImportError("blockchol.dask needs dask: pip install 'blockchol[dask]'") from error
 
 from . import _tiles
+from ._validation import as_input_array, result_dtype
 from ._tiles import C, N
 
 __all__ = ["chol_rev", "chol_fwd", "METHODS"]
@@ -255,7 +256,7 @@ def _arguments(L, X, names, method):
     if L.shape != X.shape:
         raise ValueError("%s and %s must have the same shape, got %s and %s"
                          % (names[0], names[1], L.shape, X.shape))
-    dtype = _result_dtype(L, X)
+    dtype = result_dtype(L, X)
     # Wrap numpy arguments, then settle on square tiles.
     if not isinstance(L, da.Array):
         L = da.from_array(L, chunks=X.chunks if isinstance(X, da.Array) else "auto")
@@ -270,30 +271,13 @@ def _arguments(L, X, names, method):
     return L, X, dtype
 
 
-_SUPPORTED = frozenset(np.dtype(t) for t in (np.float32, np.float64, np.complex64, np.complex128))
-
-
-def _result_dtype(*arrays):
-    """np.result_type(..., float32) with integers and booleans as float64 (as in-core)."""
-    kinds = [np.float64 if a.dtype.kind in "biu" else a.dtype for a in arrays]
-    dtype = np.result_type(*kinds, np.float32)
-    if dtype not in _SUPPORTED:
-        raise TypeError("dtype %s is not supported: use float32, float64, complex64 or "
-                        "complex128 (BLAS has no routines for it)" % dtype)
-    return dtype
-
-
 def _input(x, name):
+    """A dask array of a numeric dtype as it is; anything else as the in-core functions take it."""
     if isinstance(x, da.Array):
         if x.dtype.kind not in "biufc":
             raise TypeError("%s: expected a numeric array, got dtype %s" % (name, x.dtype))
         return x
-    if isinstance(x, np.ma.MaskedArray):
-        raise ValueError("%s: masked arrays are not supported" % name)
-    a = np.asarray(x)
-    if a.dtype.kind not in "biufc":
-        raise TypeError("%s: expected a numeric array, got dtype %s" % (name, a.dtype))
-    return a
+    return as_input_array(x, name)
 
 
 # --------------------------------------------------------------------------

@@ -1,11 +1,24 @@
-"""Shared test helpers: random factors, layouts and error measures."""
+"""Shared test helpers: random factors, layouts, error measures, a fresh interpreter."""
+
+import os
+import subprocess
+import sys
 
 import numpy as np
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 EPS = {np.dtype(np.float32): np.finfo(np.float32).eps,
        np.dtype(np.float64): np.finfo(np.float64).eps,
        np.dtype(np.complex64): np.finfo(np.float32).eps,
        np.dtype(np.complex128): np.finfo(np.float64).eps}
+
+
+def run_python(code, timeout=120):
+    """Run ``code`` in a fresh interpreter (the checkout importable); the CompletedProcess."""
+    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                          cwd=REPO, timeout=timeout)
 
 
 def random_spd(n, rng, dtype=np.float64, cond=None):

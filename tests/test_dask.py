@@ -25,7 +25,7 @@ from dask.core import get_dependencies
 import blockchol
 import blockchol.dask as bd
 from blockchol import reference as ref
-from helpers import random_factor, random_like, rel_err
+from helpers import REPO, random_factor, random_like, rel_err, run_python
 
 DTYPES = [np.float32, np.float64, np.complex64, np.complex128]
 TOL = {np.dtype(np.float32): 2e-4, np.dtype(np.complex64): 2e-4,
@@ -33,7 +33,6 @@ TOL = {np.dtype(np.float32): 2e-4, np.dtype(np.complex64): 2e-4,
 METHODS = ["closed", "sweep"]
 # (N, tile): one tile, even tiles, a short last tile, a last tile of one row.
 SHAPES = [(1, 1), (6, 6), (12, 4), (13, 5), (17, 8)]
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def herm(a):
@@ -54,21 +53,15 @@ def compute(x):
 # Import
 
 
-def _python(code):
-    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
-                          cwd=REPO, timeout=120)
-
-
 def test_import_blockchol_does_not_import_dask():
-    r = _python("import sys, blockchol; print(sorted(m for m in sys.modules "
+    r = run_python("import sys, blockchol; print(sorted(m for m in sys.modules "
                 "if m.split('.')[0] in ('dask', 'distributed')))")
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "[]"
 
 
 def test_import_without_dask_names_the_extra():
-    r = _python("import sys; sys.modules['dask'] = None; import blockchol\n"
+    r = run_python("import sys; sys.modules['dask'] = None; import blockchol\n"
                 "try:\n    import blockchol.dask\nexcept ImportError as e:\n    print(e)\n"
                 "else:\n    print('imported')")
     assert r.returncode == 0, r.stderr

@@ -15,8 +15,6 @@ relative to the largest entry.  check_grads uses its own defaults
 (finite differences, eps 1e-4 in double precision).
 """
 
-import subprocess
-import sys
 import threading
 
 import numpy as np
@@ -29,6 +27,7 @@ from jax.test_util import check_grads
 
 import blockchol
 import blockchol.jax as bj
+from helpers import run_python
 
 REAL_COMPLEX = [np.float64, np.complex128]
 TOL64 = 1e-10
@@ -126,19 +125,15 @@ def loss_of(chol, W, **kw):
 # Imports
 
 
-def _run(code):
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-
-
 def test_import_blockchol_does_not_import_jax():
-    result = _run("import sys, blockchol; blockchol.chol_rev([[1.0]], [[1.0]]); "
+    result = run_python("import sys, blockchol; blockchol.chol_rev([[1.0]], [[1.0]]); "
                   "print('jax' in sys.modules, 'jaxlib' in sys.modules)")
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["False", "False"]
 
 
 def test_import_without_jax_names_the_extra():
-    result = _run("import sys; sys.modules['jax'] = None\n"
+    result = run_python("import sys; sys.modules['jax'] = None\n"
                   "try:\n    import blockchol.jax\n"
                   "except ImportError as e:\n    print('IMPORTERROR', e)\n")
     assert result.returncode == 0, result.stderr
@@ -307,7 +302,7 @@ print(*case(bj.CROSSOVER_SINGLE, np.float32))
 with jax.enable_x64(True):
     print(*case(bj.CROSSOVER, np.float64))
 """
-    result = _run(code)
+    result = run_python(code)
     assert result.returncode == 0, result.stderr[-3000:]
     (d32, e32), (d64, e64) = [line.split() for line in result.stdout.split("\n")[:2]]
     assert d32 == "float32" and float(e32) < TOL32

@@ -14,8 +14,6 @@ a missing conjugate or symmetrization) is off by O(1).
 """
 
 import doctest
-import subprocess
-import sys
 import threading
 
 import numpy as np
@@ -25,6 +23,7 @@ from torch.autograd import gradcheck, gradgradcheck
 
 import blockchol
 import blockchol.torch as bt
+from helpers import run_python
 
 TORCH_CHOLESKY = torch.linalg.cholesky
 TORCH_CHOLESKY_EX = torch.linalg.cholesky_ex
@@ -93,14 +92,16 @@ def small(monkeypatch):
 
 def test_import_blockchol_does_not_import_torch():
     code = "import sys, blockchol, blockchol.reference; assert 'torch' not in sys.modules, 'torch'"
-    subprocess.run([sys.executable, "-c", code], check=True)
+    r = run_python(code)
+    assert r.returncode == 0, r.stderr
 
 
 def test_import_without_torch_names_the_extra():
     code = ("import sys; sys.modules['torch'] = None\n"
             "try:\n    import blockchol.torch\nexcept ImportError as e:\n    print(e)\n"
             "else:\n    raise SystemExit('imported')")
-    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+    out = run_python(code)
+    assert out.returncode == 0, out.stderr
     assert "pip install 'blockchol[torch]'" in out.stdout
 
 
