@@ -208,7 +208,9 @@ def test_complex(kernel, n, jitter):
 
 
 @pytest.mark.parametrize("case", [("rbf", 200, 1e-10, True), ("rbf", 300, 1e-8, True),
-                                  ("matern52", 150, 1e-8, True), ("rbf", 250, 1e-10, False)],
+                                  ("matern52", 150, 1e-8, True), ("rbf", 250, 1e-10, False),
+                                  # N ≤ 64: the small path's forward form
+                                  ("rbf", 64, 1e-10, True), ("matern52", 40, 1e-6, True)],
                          ids=lambda c: "%s-%d-%g" % c[:3])
 def test_forward(case):
     L, Kd, truth = fwd_problem(*case)
