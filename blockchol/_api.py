@@ -64,7 +64,9 @@ def chol_rev(L, L_bar, *, lower=True, symmetric=False, method="auto", block_size
         Limit the BLAS thread pools to this many threads for this call
         (through threadpoolctl), restoring them afterwards; for stacks of
         small matrices, the number of worker threads times BLAS threads.
-        None (default) leaves the pools as they are.
+        More than the cores this process may use counts as that many: more
+        threads than cores only make BLAS wait for itself.  None (default)
+        leaves the pools as they are.
 
     Returns
     -------

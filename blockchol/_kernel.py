@@ -10,8 +10,11 @@ kernel matrices (notes.md, "Accuracy"): the closed form on the block by up
 to 10⁵× (the defect this module once had), a two-sided solve by LAPACK's
 ``?sygst`` by up to 7.6×, against 3.6× for this one (worst case over the
 block sizes, kernel families and seeds measured).  The price is Python:
-a few numpy calls per column, about 8 µs, which is 5 % of the sweep at
-N = 4000 and more below.
+seven numpy calls per column, 10 µs at 64-wide blocks (14 at 128), about
+a quarter of the sweep at N = 1000 and 6-7 % at N = 4000.  A left-looking
+form of the same loop (the rank-1 updates delayed into one product with
+the finished part of X per column) is twice as fast but 1.2× less
+accurate on average, up to 2.4× (notes.md, "Accuracy"), so it is not used.
 
 Both kernels work on logical lower-form copies of the block (D and the
 block of the swept array) and write the result back.
@@ -46,16 +49,16 @@ def level2_rev(d, a):
     n = a.shape[0]
     complex_ = np.iscomplexobj(a)
     pivots = d.diagonal().real.tolist()
+    diagonal = a.diagonal().real.tolist()       # δ̄_j is not updated before its own step
     for j in range(n - 1, -1, -1):
         p = pivots[j]
         c, cb = d[j + 1:, j], a[j + 1:, j]
         dot = np.vdot(c, cb).real if complex_ else c @ cb
-        db = (a[j, j].real - dot / p) / p
+        db = (diagonal[j] - dot / p) / p
         cb *= 1.0 / p
         a[j, j] = db
         if j:
-            r = d[j, :j]
-            a[j:, :j] -= np.outer(a[j:, j], r)               # r̄ −= δ̄ r;  B̄ −= c̄ r
+            a[j:, :j] -= a[j:, j, None] * d[j, :j]                      # r̄ −= δ̄ r;  B̄ −= c̄ r
             a[j, :j] -= (cb.conj() if complex_ else cb) @ d[j + 1:, :j]    # r̄ −= c̄ᴴ B
 
 

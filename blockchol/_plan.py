@@ -16,7 +16,7 @@ from typing import NamedTuple, Optional
 import numpy as np
 from scipy.linalg import lapack
 
-from . import _small, _stacked, _sweep
+from . import _batchlast, _small, _stacked, _sweep
 from ._layout import blas_view, can_overwrite, is_row_major
 from ._passes import PARALLEL_N
 from ._threads import CORES, blas_pool_size, split_threads
@@ -128,15 +128,18 @@ def make_plan(direction, L, X, names, *, lower, symmetric, method, block_size, o
         path = "stacked" if n <= STACK_MAX_N else "loop"
 
     if path == "stacked":
-        workers, blas_threads = split_threads(threads, max(1, count * n ** 3 // MIN_WORKER_FLOPS))
         if method == "auto":
             method = "closed"
+        # The tiniest matrices' reverse closed form calls no BLAS at all (._batchlast).
+        uses_blas = not (direction == "rev" and method == "closed" and _batchlast.takes(n, dtype))
+        workers, blas_threads = split_threads(threads, max(1, count * n ** 3 // MIN_WORKER_FLOPS),
+                                              uses_blas)
         nb = max(1, min(block_size or (_stacked.sweep_block_size(n) if method == "sweep" else n),
                         max(n, 1)))
     else:
         # Passes over a whole matrix run while the BLAS is idle, so they may
         # use as many threads as the BLAS would.
-        blas_threads = threads
+        blas_threads = None if threads is None else min(threads, CORES)
         workers = 1 if n < PARALLEL_N else min(threads or blas_pool_size(), CORES)
 
     # A small matrix's read triangles are checked on the small path's copies of

@@ -7,14 +7,19 @@ calling BLAS for each product.  Everything runs in the logical lower form
 (K = L Lᴴ); :func:`load` and :func:`store` translate the caller's
 orientation.
 
-The triangular solves are blocked recursively down to diagonal blocks of
-:data:`BASE` = 2 rows, which are inverted explicitly: explicit inverses of
-larger blocks cost accuracy on GP kernel matrices (4-wide blocks were up to
-47× less accurate than substitution at N = 32, 8-wide ones 15× at N = 64;
-2-wide ones within 1.8×; notes.md, "Accuracy").
+The closed form's two full triangular solves go, from
+:data:`PER_MATRIX_SOLVE_N` up, to BLAS's ``?trsm`` one matrix at a time
+(:func:`per_matrix_solves`: a raw call costs ~3 µs, and at N = 32 OpenBLAS
+solves faster that way than any stacked formulation here); below, they are
+stacked, blocked recursively down to diagonal blocks of :data:`BASE` = 2
+rows, which are inverted explicitly: explicit inverses of larger blocks
+cost accuracy on GP kernel matrices (4-wide blocks were up to 47× less
+accurate than substitution at N = 32, 8-wide ones 15× at N = 64; 2-wide
+ones within 1.8×; notes.md, "Accuracy").  The tiniest matrices, in
+reverse, go to :mod:`._batchlast`.
 
-* ``closed``: X = L⁻ᴴ (P + Pᴴ) L⁻¹ by two full stacked solves with U = Lᴴ,
-  keeping the accurate triangle, as :mod:`._closed` does;
+* ``closed``: X = L⁻ᴴ (P + Pᴴ) L⁻¹ by two full solves, keeping the
+  accurate triangle, as :mod:`._closed` does;
 * ``sweep``: the blocked sweep of :mod:`._sweep`, its diagonal kernel the
   unblocked column sweep vectorized over the chunk (the stacked analogue of
   the ``?sygst`` kernel: both reuse symmetry the way the unblocked sweep does).
@@ -29,14 +34,19 @@ import threading
 
 import numpy as np
 
+from . import _batchlast
+from ._blas import routines
 from ._triangles import herm, lower_mask
 
-__all__ = ["CHUNK_BYTES", "BASE", "chunk_size", "sweep_block_size", "workspace", "run_chunk"]
+__all__ = ["CHUNK_BYTES", "BASE", "PER_MATRIX_SOLVE_N", "chunk_size", "sweep_block_size",
+           "workspace", "run_chunk"]
 
 #: Bytes per matrix array of a chunk: a chunk of matrices that stays in cache.
 CHUNK_BYTES = 2 * 1024 * 1024
 #: Rows of the explicitly inverted diagonal blocks of the stacked triangular solves.
 BASE = 2
+#: From this N the closed forms' solves are BLAS's, one matrix at a time (notes.md).
+PER_MATRIX_SOLVE_N = 21
 
 _local = threading.local()
 
@@ -162,6 +172,34 @@ def _solve(T, B, r0, r1, upper, base, inverses):
         _solve(T, B, h, r1, upper, base, inverses)
 
 
+def per_matrix_solves(Lw, T, steps):
+    """T ← the solves ``steps`` applied to every matrix of the chunk, by BLAS, one matrix at a time.
+
+    ``Lw`` (the factors, lower form) and ``T`` are C-ordered (c, N, N)
+    chunks of this module's workspaces, so each matrix is the column-major
+    storage of its transpose: BLAS sees U = Lᵀ (upper) and Tᵀ.  ``steps``
+    are (side, op) pairs of ``?trsm`` on those, e.g. ("R", "C"):
+    Tᵀ ← Tᵀ (Uᴴ)⁻¹, which is T ← L⁻ᴴ T.
+    """
+    c, n = Lw.shape[0], Lw.shape[-1]
+    if not (Lw.flags.c_contiguous and T.flags.c_contiguous and T.shape == Lw.shape
+            and T.dtype == Lw.dtype):
+        raise RuntimeError("per_matrix_solves needs two C-ordered chunks of one shape and dtype")
+    trsm = routines(T.dtype).trsm
+    step = n * n * T.itemsize
+    lp, tp = Lw.ctypes.data, T.ctypes.data
+    for _ in range(c):
+        for side, op in steps:
+            trsm(side, "U", op, n, n, 1.0, lp, n, tp, n)
+        lp += step
+        tp += step
+
+
+#: The closed forms' solves on the column-major transposes (see :func:`per_matrix_solves`).
+_REV_STEPS = (("R", "C"), ("L", "N"))       # Y = L⁻ᴴ M, then X = Y L⁻¹
+_FWD_STEPS = (("L", "C"), ("R", "N"))       # Y = K̇ L⁻ᴴ, then X = L⁻¹ Y
+
+
 # --------------------------------------------------------------------------
 # The four computations on a chunk (lower form in, lower form out)
 
@@ -185,17 +223,26 @@ def _phi(x, tri):
 
 
 def rev_closed(ws, Lw, A, nb, symmetric):
-    """A ← G (or S): the closed form with two full stacked solves."""
-    c = len(Lw)
-    U = ws.B[:c]
-    U[...] = herm(Lw)                                   # U = Lᴴ, upper
-    Ui = herm(block_inverses(Lw))
-    T = herm(Lw) @ A                                    # Lᴴ L̄
-    _hermitian_from_lower(T, 1.0, 1.0)                  # M = P + Pᴴ
-    solve(U, T, True, Ui)                               # Y = L⁻ᴴ M
-    Z = np.ascontiguousarray(herm(T))
-    solve(U, Z, True, Ui)                         # Z = L⁻ᴴ Yᴴ = Xᴴ: its upper triangle is accurate
-    A[...] = herm(Z)                                    # X, accurate in its lower triangle
+    """A ← G (or S): the closed form with two full solves."""
+    c, n = len(Lw), Lw.shape[-1]
+    if _batchlast.takes(n, Lw.dtype):
+        _batchlast.rev_closed(Lw, A)                     # X
+    elif n >= PER_MATRIX_SOLVE_N:
+        T = ws.B[:c]
+        np.matmul(herm(Lw), A, out=T)                     # Lᴴ L̄
+        _hermitian_from_lower(T, 1.0, 1.0)                # M = P + Pᴴ
+        per_matrix_solves(Lw, T, _REV_STEPS)              # X = L⁻ᴴ M L⁻¹
+        A[...] = T
+    else:
+        U = ws.B[:c]
+        U[...] = herm(Lw)                                 # U = Lᴴ, upper
+        Ui = herm(block_inverses(Lw))
+        T = herm(Lw) @ A                                  # Lᴴ L̄
+        _hermitian_from_lower(T, 1.0, 1.0)                # M = P + Pᴴ
+        solve(U, T, True, Ui)                             # Y = L⁻ᴴ M
+        Z = np.ascontiguousarray(herm(T))
+        solve(U, Z, True, Ui)                       # Z = L⁻ᴴ Yᴴ = Xᴴ: its upper triangle is accurate
+        A[...] = herm(Z)                                  # X, accurate in its lower triangle
     if symmetric:
         _hermitian_from_lower(A, 0.5, 0.5)
     else:
@@ -203,14 +250,21 @@ def rev_closed(ws, Lw, A, nb, symmetric):
 
 
 def fwd_closed(ws, Lw, A, nb):
-    """A ← L̇ = L Φ(L⁻¹ K̇ L⁻ᴴ), two full stacked solves."""
-    Li = block_inverses(Lw)
+    """A ← L̇ = L Φ(L⁻¹ K̇ L⁻ᴴ), two full solves."""
+    c, n = len(Lw), Lw.shape[-1]
     _hermitian_from_lower(A, 1.0, 1.0)                  # K̇, Hermitian
-    solve(Lw, A, False, Li)                             # V = L⁻¹ K̇, so Vᴴ = K̇ L⁻ᴴ
-    Y = np.ascontiguousarray(herm(A))
-    solve(Lw, Y, False, Li)                       # X = L⁻¹ (K̇ L⁻ᴴ): its lower triangle is accurate
+    if n >= PER_MATRIX_SOLVE_N:
+        per_matrix_solves(Lw, A, _FWD_STEPS)            # X = L⁻¹ K̇ L⁻ᴴ, lower triangle accurate
+        Y = A
+    else:
+        Li = block_inverses(Lw)
+        solve(Lw, A, False, Li)                         # V = L⁻¹ K̇, so Vᴴ = K̇ L⁻ᴴ
+        Y = np.ascontiguousarray(herm(A))
+        solve(Lw, Y, False, Li)                   # X = L⁻¹ (K̇ L⁻ᴴ): its lower triangle is accurate
     _phi(Y, ws.tri)
-    np.matmul(Lw, Y, out=A)                             # L Φ(X), lower
+    T = ws.B[:c]
+    np.matmul(Lw, Y, out=T)                             # L Φ(X), lower
+    A[...] = T
 
 
 def _level2_rev(D, A):

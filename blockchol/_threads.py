@@ -7,6 +7,7 @@ rules, decided once per call in :mod:`._plan`:
 * The BLAS pools are left alone unless the caller gives ``threads``; then
   they are limited for the duration of the call (:func:`blas_limit`) and
   restored afterwards.
+* A ``threads`` above the cores counts as the cores.
 * Worker threads × BLAS threads never exceed the cores
   (:func:`split_threads`): with ``threads=None``, a BLAS pool of p threads
   leaves room for ``cores // p`` workers.
@@ -53,17 +54,19 @@ def blas_pool_size():
     return max([lib.num_threads for lib in _blas_controller().lib_controllers] or [1])
 
 
-def split_threads(threads, tasks):
+def split_threads(threads, tasks, uses_blas=True):
     """``(workers, blas)`` for ``tasks`` independent pieces of work.
 
     ``workers`` threads each run pieces with at most ``blas`` BLAS threads
     (``None``: the pools as they are), so that workers × BLAS threads stay
-    within the cores and within ``threads`` when it is given.
+    within the cores and within ``threads`` when it is given.  Work that
+    calls no BLAS (``uses_blas=False``) may have a worker per core.
     """
     if threads is None:
-        workers = max(1, min(tasks, CORES // blas_pool_size()))
+        workers = max(1, min(tasks, CORES // (blas_pool_size() if uses_blas else 1)))
         return workers, None
-    workers = max(1, min(tasks, threads, CORES))
+    threads = min(threads, CORES)
+    workers = max(1, min(tasks, threads))
     return workers, max(1, threads // workers)
 
 

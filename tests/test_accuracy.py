@@ -140,7 +140,9 @@ def test_reverse_at_n_1000():
         assert sweep <= 4 * level2, (nb, sweep / level2)
 
 
-@pytest.mark.parametrize("case", [("rbf", 17, 1e-10, True), ("rbf", 32, 1e-8, True),
+@pytest.mark.parametrize("case", [("rbf", 8, 1e-10, True), ("matern52", 12, 1e-10, True),
+                                  ("rbf", 20, 1e-10, True),       # N ≤ 20: _batchlast
+                                  ("rbf", 17, 1e-10, True), ("rbf", 32, 1e-8, True),
                                   ("matern52", 32, 1e-8, True), ("rbf", 64, 1e-10, True),
                                   ("rbf", 200, 1e-10, True), ("matern52", 150, 1e-8, True),
                                   ("rbf", 150, 1e-10, False)],
@@ -205,6 +207,22 @@ def test_complex(kernel, n, jitter):
     stacked = typical_error(lambda X: blockchol.chol_rev(np.stack([L, L]), np.stack([X, X]),
                                                          method="sweep")[0], Lb, truth)
     assert stacked <= 4 * level2
+
+
+@pytest.mark.parametrize("n", [4, 8, 10, 16, 24])
+def test_complex_stacks(n):
+    # Each of the three stacked solves of the closed form: batch-last (N ≤ 10 complex),
+    # recursive stacked (11-20), BLAS per matrix (21 up); a float32 stack of the same.
+    L, Lb, truth = problem("rbf", n, 1e-10, True, "random", np.complex128)
+    closed64 = fro_err(ref.symbolic_rev(L, Lb), truth)
+    got = blockchol.chol_rev(np.stack([L, L.conj()]), np.stack([Lb, Lb.conj()]))
+    assert fro_err(got[0], truth) <= 10 * closed64
+    assert fro_err(got[1].conj(), truth) <= 10 * closed64
+    L32, Lb32 = L.astype(np.complex64), Lb.astype(np.complex64)
+    truth32 = ref.symbolic_rev(L32, Lb32, dtype=np.clongdouble)
+    closed32 = fro_err(ref.symbolic_rev(L32, Lb32, dtype=np.complex64), truth32)
+    assert fro_err(blockchol.chol_rev(np.stack([L32, L32]), np.stack([Lb32, Lb32]))[1],
+                   truth32) <= 10 * closed32
 
 
 @pytest.mark.parametrize("case", [("rbf", 200, 1e-10, True), ("rbf", 300, 1e-8, True),

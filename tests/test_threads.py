@@ -68,7 +68,7 @@ def test_threads_none_leaves_the_pools_alone(spy):
 
 
 def test_workers_times_blas_threads_never_exceed_the_cores(spy):
-    L, Lb = rev_case(16, seed=3, batch=(3000,))
+    L, Lb = rev_case(32, seed=3, batch=(1500,))         # per-matrix BLAS solves
     for outer in (1, _threads.CORES):
         with threadpool_limits(outer, user_api="blas"):
             spy.clear()
@@ -83,7 +83,21 @@ def test_workers_times_blas_threads_never_exceed_the_cores(spy):
         workers = {name for _, name, _ in spy}
         blas = max(max(sizes) for _, _, sizes in spy)
         assert len(workers) <= min(threads, _threads.CORES)
-        assert len(workers) * blas <= max(threads, 1) or blas == 1
+        assert len(workers) * blas <= min(threads, _threads.CORES) or blas == 1
+
+
+def test_stacks_that_call_no_blas_use_every_core(spy, monkeypatch):
+    # The tiniest matrices' reverse closed form (_batchlast) calls no BLAS, so the
+    # pools' size does not limit its workers; nothing of the BLAS paths runs.
+    def no_blas(*args, **kwargs):
+        raise AssertionError("a BLAS path ran")
+    monkeypatch.setattr(_stacked, "solve", no_blas)
+    monkeypatch.setattr(_stacked, "per_matrix_solves", no_blas)
+    L, Lb = rev_case(8, seed=4, batch=(10000,))
+    with threadpool_limits(_threads.CORES, user_api="blas"):
+        g = blockchol.chol_rev(L, Lb)
+    assert len({name for _, name, _ in spy}) == _threads.CORES
+    assert rel_err(g[7], blockchol.chol_rev(L[7], Lb[7])) < 1e-13
 
 
 def test_split_threads_rule():
@@ -91,9 +105,12 @@ def test_split_threads_rule():
         for tasks in (1, 2, 5, 100):
             workers, blas = _threads.split_threads(threads, tasks)
             assert 1 <= workers <= min(threads, tasks, _threads.CORES)
-            assert workers * blas <= threads
+            assert workers * blas <= min(threads, _threads.CORES)
     with threadpool_limits(1, user_api="blas"):
         assert _threads.split_threads(None, 100) == (_threads.CORES, None)
+    with threadpool_limits(_threads.CORES, user_api="blas"):
+        assert _threads.split_threads(None, 100) == (1, None)
+        assert _threads.split_threads(None, 100, uses_blas=False) == (_threads.CORES, None)
 
 
 def test_concurrent_limits_restore_the_pools_and_leave_others_in_control():
