@@ -42,28 +42,35 @@ def _back_substitute(Lc, Y, pivots):
         Y[i] /= pivots[i]
 
 
-def rev_closed(Lw, A):
+def rev_closed(Lw, A, buffers):
     """A ← X = L⁻ᴴ (P + Pᴴ) L⁻¹ for a chunk, P = Φ(Lᴴ L̄); only X's lower triangle is accurate.
 
     ``Lw`` and ``A`` are (c, N, N) chunks in the logical lower form, zeros
     above the diagonal; A holds L̄ on entry.  The caller reduces X to G or S.
+    ``buffers`` are three (N, N, c) C-ordered arrays of the dtype to work in
+    (fresh memory would cost page faults every call: 11.4 against 4.5 ms
+    for a chunk of 4096 8×8 matrices).
     """
     n = Lw.shape[-1]
     complex_ = Lw.dtype.kind == "c"
-    Lt = np.ascontiguousarray(Lw.transpose(1, 2, 0))          # L[i, j] is Lt[i, j, :]
-    Lc = Lt.conj() if complex_ else Lt
-    At = np.ascontiguousarray(A.transpose(1, 2, 0))
-    pivots = Lt[np.arange(n), np.arange(n)].real               # (N, c)
-    M = np.empty_like(At)
-    for i in range(n):                  # P[i, :i+1] = Σ_{k≥i} conj(L[k, i]) L̄[k, :i+1]
-        M[i, :i + 1] = np.einsum("kc,kjc->jc", Lc[i:, i], At[i:, :i + 1])
+    Lc, M, Z = buffers
+    # conj(L)[i, j] is Lc[i, j, :]: only the conjugate is used, and the pivots are real.
+    if complex_:
+        np.conjugate(Lw.transpose(1, 2, 0), out=Lc)
+    else:
+        np.copyto(Lc, Lw.transpose(1, 2, 0))
+    pivots = Lc[np.arange(n), np.arange(n)].real               # (N, c)
+    np.copyto(M, A.transpose(1, 2, 0))                         # L̄, matrix index last
+    for i in range(n):                  # P[i, :i+1] = Σ_{k≥i} conj(L[k, i]) L̄[k, :i+1], over L̄'s row i
+        M[i, :i + 1] = np.einsum("kc,kjc->jc", Lc[i:, i], M[i:, :i + 1])
     for i in range(n):                  # M = Φ(P) + Φ(P)ᴴ
         M[i, i] = M[i, i].real
         M[:i, i] = M[i, :i].conj() if complex_ else M[i, :i]
     _back_substitute(Lc, M, pivots)                            # Y = L⁻ᴴ M
-    Z = np.ascontiguousarray(M.transpose(1, 0, 2))
     if complex_:
-        np.conjugate(Z, out=Z)
+        np.conjugate(M.transpose(1, 0, 2), out=Z)
+    else:
+        np.copyto(Z, M.transpose(1, 0, 2))
     _back_substitute(Lc, Z, pivots)                            # Z = L⁻ᴴ Yᴴ = Xᴴ
     X = Z.transpose(2, 1, 0)                                   # (c, N, N): X = Zᴴ
     if complex_:

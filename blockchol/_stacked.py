@@ -72,6 +72,14 @@ class Workspace:
         self.A = np.zeros((m, n, n), dtype)    # the working matrix
         self.B = np.zeros((m, n, n), dtype)    # a second one
         self.tri = lower_mask(n)
+        self._batch_last = None
+
+    def batch_last(self, c):
+        """Three (N, N, c) C-ordered buffers for :func:`._batchlast.rev_closed` (made on first use)."""
+        m, n, dtype = self.key
+        if self._batch_last is None:
+            self._batch_last = np.zeros((3, m * n * n), dtype)
+        return tuple(b[:n * n * c].reshape(n, n, c) for b in self._batch_last)
 
 
 def workspace(m, n, dtype):
@@ -226,7 +234,7 @@ def rev_closed(ws, Lw, A, nb, symmetric):
     """A ← G (or S): the closed form with two full solves."""
     c, n = len(Lw), Lw.shape[-1]
     if _batchlast.takes(n, Lw.dtype):
-        _batchlast.rev_closed(Lw, A)                     # X
+        _batchlast.rev_closed(Lw, A, ws.batch_last(c))   # X
     elif n >= PER_MATRIX_SOLVE_N:
         T = ws.B[:c]
         np.matmul(herm(Lw), A, out=T)                     # Lᴴ L̄
