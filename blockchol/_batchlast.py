@@ -18,7 +18,7 @@ row by row, with no inverted blocks.
 
 import numpy as np
 
-__all__ = ["TINY_N", "takes", "rev_closed"]
+__all__ = ["TINY_N", "takes", "rev_chunk"]
 
 #: Largest N whose stacks take this path in reverse, real and complex (measurements in notes.md:
 #: against the stacked alternatives it was 1.4-2.6× faster up to these, slower beyond).
@@ -42,25 +42,27 @@ def _back_substitute(Lc, Y, pivots):
         Y[i] /= pivots[i]
 
 
-def rev_closed(Lw, A, buffers):
-    """A ← X = L⁻ᴴ (P + Pᴴ) L⁻¹ for a chunk, P = Φ(Lᴴ L̄); only X's lower triangle is accurate.
+def rev_chunk(buffers, L, X, out, symmetric, conj, scale_exp):
+    """out ← G = Φ(X) (or S = ½ X made Hermitian) for a chunk, X = L⁻ᴴ (P + Pᴴ) L⁻¹, P = Φ(Lᴴ L̄).
 
-    ``Lw`` and ``A`` are (c, N, N) chunks in the logical lower form, zeros
-    above the diagonal; A holds L̄ on entry.  The caller reduces X to G or S.
-    ``buffers`` are three (N, N, c) C-ordered arrays of the dtype to work in
-    (fresh memory would cost page faults every call: 11.4 against 4.5 ms
-    for a chunk of 4096 8×8 matrices).
+    ``L``, ``X`` (L̄) and ``out`` are the chunk's (c, N, N) views in lower
+    orientation, as :func:`._stacked.run_chunk` gets them (``conj``: the
+    matrices are the conjugates of the views); only their lower triangles
+    are read, and ``out`` may be X's own memory.  ``buffers`` are three
+    (N, N, c) C-ordered arrays of the dtype to work in (fresh memory would
+    cost page faults every call: 11.4 against 3.7 ms for a chunk of 4096
+    8×8 matrices).  ``scale_exp``: X shrunk by 2^-scale_exp on the way in,
+    the result grown back on the way out.
     """
-    n = Lw.shape[-1]
-    complex_ = Lw.dtype.kind == "c"
+    n = L.shape[-1]
+    complex_ = L.dtype.kind == "c"
     Lc, M, Z = buffers
     # conj(L)[i, j] is Lc[i, j, :]: only the conjugate is used, and the pivots are real.
-    if complex_:
-        np.conjugate(Lw.transpose(1, 2, 0), out=Lc)
-    else:
-        np.copyto(Lc, Lw.transpose(1, 2, 0))
+    _transpose_in(Lc, L, complex_ and not conj)
     pivots = Lc[np.arange(n), np.arange(n)].real               # (N, c)
-    np.copyto(M, A.transpose(1, 2, 0))                         # L̄, matrix index last
+    _transpose_in(M, X, complex_ and conj)                     # L̄, matrix index last
+    if scale_exp:
+        M *= 2.0 ** -scale_exp
     for i in range(n):                  # P[i, :i+1] = Σ_{k≥i} conj(L[k, i]) L̄[k, :i+1], over L̄'s row i
         M[i, :i + 1] = np.einsum("kc,kjc->jc", Lc[i:, i], M[i:, :i + 1])
     for i in range(n):                  # M = Φ(P) + Φ(P)ᴴ
@@ -71,9 +73,27 @@ def rev_closed(Lw, A, buffers):
         np.conjugate(M.transpose(1, 0, 2), out=Z)
     else:
         np.copyto(Z, M.transpose(1, 0, 2))
-    _back_substitute(Lc, Z, pivots)                            # Z = L⁻ᴴ Yᴴ = Xᴴ
-    X = Z.transpose(2, 1, 0)                                   # (c, N, N): X = Zᴴ
-    if complex_:
-        np.conjugate(X, out=A)
+    _back_substitute(Lc, Z, pivots)                            # Z = L⁻ᴴ Yᴴ = Xᴴ: X_ij = conj(Z_ji)
+    # The result into M, from X's lower triangle (Z's upper), the accurate one.
+    for i in range(n):
+        M[i, :i] = Z[:i, i].conj() if complex_ else Z[:i, i]  # X's strict lower triangle
+        M[i, i] = Z[i, i].real * 0.5
+        if symmetric:
+            M[i, :i] *= 0.5
+            M[i, i + 1:] = Z[i, i + 1:] * 0.5                  # S = ½ (X_L + X_Lᴴ), X_L strict
+        else:
+            M[i, i + 1:] = 0
+    if scale_exp:
+        with np.errstate(over="ignore"):
+            M *= 2.0 ** scale_exp
+    result = M.transpose(2, 0, 1)
+    # out may be a strided view: no in-place unary ufunc on it (notes.md, "Known limits").
+    out[...] = result.conj() if complex_ and conj else result
+
+
+def _transpose_in(dest, a, conjugate):
+    """dest (N, N, c) ← a (c, N, N) with the matrix index last, conjugated if asked."""
+    if conjugate:
+        np.conjugate(a.transpose(1, 2, 0), out=dest)
     else:
-        A[...] = X
+        np.copyto(dest, a.transpose(1, 2, 0))

@@ -75,7 +75,7 @@ class Workspace:
         self._batch_last = None
 
     def batch_last(self, c):
-        """Three (N, N, c) C-ordered buffers for :func:`._batchlast.rev_closed` (made on first use)."""
+        """Three (N, N, c) C-ordered buffers for :func:`._batchlast.rev_chunk` (made on first use)."""
         m, n, dtype = self.key
         if self._batch_last is None:
             self._batch_last = np.zeros((3, m * n * n), dtype)
@@ -233,9 +233,7 @@ def _phi(x, tri):
 def rev_closed(ws, Lw, A, nb, symmetric):
     """A ← G (or S): the closed form with two full solves."""
     c, n = len(Lw), Lw.shape[-1]
-    if _batchlast.takes(n, Lw.dtype):
-        _batchlast.rev_closed(Lw, A, ws.batch_last(c))   # X
-    elif n >= PER_MATRIX_SOLVE_N:
+    if n >= PER_MATRIX_SOLVE_N:
         T = ws.B[:c]
         np.matmul(herm(Lw), A, out=T)                     # Lᴴ L̄
         _hermitian_from_lower(T, 1.0, 1.0)                # M = P + Pᴴ
@@ -364,6 +362,9 @@ def run_chunk(ws, direction, method, L, X, out, nb, symmetric, conj, scale_exp=0
     With ``scale_exp``, X is shrunk by 2^-scale_exp on the way in and the
     result grown back on the way out (see :func:`._plan._overflow_scaling`).
     """
+    if direction == "rev" and method == "closed" and _batchlast.takes(L.shape[-1], L.dtype):
+        _batchlast.rev_chunk(ws.batch_last(len(L)), L, X, out, symmetric, conj, scale_exp)
+        return
     Lw, A = load(ws, L, X, conj)
     if scale_exp:
         A *= 2.0 ** -scale_exp
