@@ -64,7 +64,8 @@ class Bench:
         self.notes.append(text)
         print("note: " + text, file=self.stream, flush=True)
 
-    def compare(self, suite, case, impls, check, baseline=None, budget=None, settle=0.0, **extra):
+    def compare(self, suite, case, impls, check, baseline=None, budget=None, settle=0.0,
+                warm=False, **extra):
         """Time ``impls`` (name → no-argument callable) side by side; returns {name: record}.
 
         ``check(name, output)`` returns the output's error against the
@@ -75,7 +76,10 @@ class Bench:
         ``extra`` is stored in every record (sizes, flops, thread counts).
         ``settle`` seconds are slept before each sample, so that thread pools
         still spinning after one implementation (OpenBLAS's spin for ~0.1 s)
-        do not slow the next one's sample.
+        do not slow the next one's sample.  ``warm``: each sample is preceded
+        by one untimed call of the same implementation, so that it measures
+        back-to-back use (a training loop) rather than a first call after a
+        pause: caches, pages and its own pools warm, nobody else's spinning.
         """
         budget = budget or (5.0 if self.quick else 20.0)
         outputs, first = {}, {}
@@ -100,6 +104,8 @@ class Bench:
                 fn, k = impls[name], number[name]
                 if settle:
                     time.sleep(settle)
+                if warm:
+                    fn()
                 start = time.perf_counter()
                 for _ in range(k):
                     fn()

@@ -30,7 +30,9 @@ STACKS = {"full": ((1000, 32, 32), (10000, 8, 8), (100, 128, 128)),
           "quick": ((1000, 32, 32), (10000, 8, 8), (100, 128, 128))}
 #: Seconds slept before each sample of the targets: the peers' thread pools (torch's OpenMP,
 #: XLA's, OpenBLAS's) spin after a call, and on two cores a spinning pool of one
-#: implementation slowed the next one's N = 100 sample 40× (17 ms against 0.4).
+#: implementation slowed the next one's N = 100 sample 40× (17 ms against 0.4).  Each
+#: sample then follows one untimed call of its own (``warm``): a first call after a pause
+#: measured page faults and wake-ups, 15.7 against 8 ms for a (10000, 8, 8) stack.
 SETTLE = 0.25
 #: The thread-scaling case.
 THREAD_N = {"full": 4000, "quick": 1500}
@@ -158,7 +160,7 @@ def targets(b):
         base = "scipy.linalg.cholesky" if n == 10 else "dpotrf"
         check = rev_check(L, Lb, 1e-9)
         b.compare("targets", "N=%d" % n, impls, _with_yardsticks(check, K, L), baseline=base,
-                  settle=SETTLE, n=n, flops_sweep=2 * n ** 3 / 3, flops_gemm=2 * n ** 3)
+                  settle=SETTLE, warm=True, n=n, flops_sweep=2 * n ** 3 / 3, flops_gemm=2 * n ** 3)
     for dtype in (np.float64, np.float32):
         for shape in STACKS[profile]:
             c, n, _ = shape
@@ -171,7 +173,7 @@ def targets(b):
             tol = 1e-9 if dtype == np.float64 else 1e-3
             b.compare("targets", "stack %s %s" % (shape, np.dtype(dtype).name), impls,
                       rev_check(L.astype(np.float64), Lb.astype(np.float64), tol),
-                      baseline="torch", settle=SETTLE, shape=list(shape), dtype=np.dtype(dtype).name)
+                      baseline="torch", settle=SETTLE, warm=True, shape=list(shape), dtype=np.dtype(dtype).name)
     threads(b, THREAD_N[profile])
 
 

@@ -126,6 +126,20 @@ class Routines:
         self._trsm(_CHAR[side], _CHAR[uplo], self._op[transa], _CHAR["N"],
                    p, p + 4, s, a, p + 8, b, p + 12)
 
+    def trsm_each(self, side, uplo, transa, n, alpha, a, b, step, count):
+        """:meth:`trsm` on ``count`` n×n pairs at addresses a + i·step, b + i·step (lda = ldb = n).
+
+        The arguments are packed once for all of them: the loop is the
+        per-matrix triangular solves of a stack (:mod:`._stacked`).
+        """
+        keep_s, s = self._pack(alpha, 0.0)
+        keep_i, p = _INTS((n, n))
+        call, sd, ul, op, unit = self._trsm, _CHAR[side], _CHAR[uplo], self._op[transa], _CHAR["N"]
+        for _ in range(count):
+            call(sd, ul, op, unit, p, p, s, a, p, b, p)
+            a += step
+            b += step
+
     def trmm(self, side, uplo, transa, m, n, alpha, a, lda, b, ldb):
         """b <- alpha op(a) b (side 'L') or alpha b op(a) (side 'R'); b m-by-n."""
         keep_s, s = self._pack(alpha, 0.0)

@@ -193,14 +193,9 @@ def per_matrix_solves(Lw, T, steps):
     if not (Lw.flags.c_contiguous and T.flags.c_contiguous and T.shape == Lw.shape
             and T.dtype == Lw.dtype):
         raise RuntimeError("per_matrix_solves needs two C-ordered chunks of one shape and dtype")
-    trsm = routines(T.dtype).trsm
-    step = n * n * T.itemsize
-    lp, tp = Lw.ctypes.data, T.ctypes.data
-    for _ in range(c):
-        for side, op in steps:
-            trsm(side, "U", op, n, n, 1.0, lp, n, tp, n)
-        lp += step
-        tp += step
+    blas = routines(T.dtype)
+    for side, op in steps:              # each solve over the whole chunk: the same arguments
+        blas.trsm_each(side, "U", op, n, 1.0, Lw.ctypes.data, T.ctypes.data, n * n * T.itemsize, c)
 
 
 #: The closed forms' solves on the column-major transposes (see :func:`per_matrix_solves`).
