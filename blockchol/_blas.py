@@ -132,9 +132,16 @@ class Routines:
         The arguments are packed once for all of them: the loop is the
         per-matrix triangular solves of a stack (:mod:`._stacked`).
         """
+        self._each(self._trsm, side, uplo, transa, n, alpha, a, b, step, count)
+
+    def trmm_each(self, side, uplo, transa, n, alpha, a, b, step, count):
+        """:meth:`trmm` on ``count`` n×n pairs, as :meth:`trsm_each`."""
+        self._each(self._trmm, side, uplo, transa, n, alpha, a, b, step, count)
+
+    def _each(self, call, side, uplo, transa, n, alpha, a, b, step, count):
         keep_s, s = self._pack(alpha, 0.0)
         keep_i, p = _INTS((n, n))
-        call, sd, ul, op, unit = self._trsm, _CHAR[side], _CHAR[uplo], self._op[transa], _CHAR["N"]
+        sd, ul, op, unit = _CHAR[side], _CHAR[uplo], self._op[transa], _CHAR["N"]
         for _ in range(count):
             call(sd, ul, op, unit, p, p, s, a, p, b, p)
             a += step

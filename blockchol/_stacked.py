@@ -8,9 +8,9 @@ calling BLAS for each product.  Everything runs in the logical lower form
 orientation.
 
 The closed form's two full triangular solves go, from
-:data:`PER_MATRIX_SOLVE_N` up, to BLAS's ``?trsm`` one matrix at a time
-(:func:`per_matrix_solves`: a raw call costs ~3 µs, and at N = 32 OpenBLAS
-solves faster that way than any stacked formulation here); below, they are
+:data:`PER_MATRIX_N` up, to BLAS's ``?trsm`` one matrix at a time
+(:func:`per_matrix`, with the triangular products: a raw call costs ~2 µs,
+and at N = 32 OpenBLAS solves faster that way than any stacked formulation here); below, they are
 stacked, blocked recursively down to diagonal blocks of :data:`BASE` = 2
 rows, which are inverted explicitly: explicit inverses of larger blocks
 cost accuracy on GP kernel matrices (4-wide blocks were up to 47× less
@@ -38,15 +38,15 @@ from . import _batchlast
 from ._blas import routines
 from ._triangles import herm, lower_mask
 
-__all__ = ["CHUNK_BYTES", "BASE", "PER_MATRIX_SOLVE_N", "chunk_size", "sweep_block_size",
+__all__ = ["CHUNK_BYTES", "BASE", "PER_MATRIX_N", "chunk_size", "sweep_block_size",
            "workspace", "run_chunk"]
 
 #: Bytes per matrix array of a chunk: a chunk of matrices that stays in cache.
 CHUNK_BYTES = 2 * 1024 * 1024
 #: Rows of the explicitly inverted diagonal blocks of the stacked triangular solves.
 BASE = 2
-#: From this N the closed forms' solves are BLAS's, one matrix at a time (notes.md).
-PER_MATRIX_SOLVE_N = 21
+#: From this N the closed forms' products and solves are BLAS's, one matrix at a time (notes.md).
+PER_MATRIX_N = 21
 
 _local = threading.local()
 
@@ -180,27 +180,35 @@ def _solve(T, B, r0, r1, upper, base, inverses):
         _solve(T, B, h, r1, upper, base, inverses)
 
 
-def per_matrix_solves(Lw, T, steps):
-    """T ← the solves ``steps`` applied to every matrix of the chunk, by BLAS, one matrix at a time.
+def per_matrix(Lw, T, steps):
+    """T ← the triangular ``steps`` applied to every matrix of the chunk, by BLAS, one matrix at a time.
 
     ``Lw`` (the factors, lower form) and ``T`` are C-ordered (c, N, N)
     chunks of this module's workspaces, so each matrix is the column-major
     storage of its transpose: BLAS sees U = Lᵀ (upper) and Tᵀ.  ``steps``
-    are (side, op) pairs of ``?trsm`` on those, e.g. ("R", "C"):
-    Tᵀ ← Tᵀ (Uᴴ)⁻¹, which is T ← L⁻ᴴ T.
+    are (routine, side, op) triples on those, e.g. ("trsm", "R", "C"):
+    Tᵀ ← Tᵀ (Uᴴ)⁻¹, which is T ← L⁻ᴴ T.  Everything goes through scipy's
+    BLAS, as the single-matrix path does: numpy's matmul would call numpy's
+    own OpenBLAS, whose threads, spinning after a product, took the cores
+    from scipy's (a 128×128 closed form mixing the two took 3.3 ms where
+    one BLAS took 0.41).
     """
     c, n = Lw.shape[0], Lw.shape[-1]
     if not (Lw.flags.c_contiguous and T.flags.c_contiguous and T.shape == Lw.shape
             and T.dtype == Lw.dtype):
-        raise RuntimeError("per_matrix_solves needs two C-ordered chunks of one shape and dtype")
+        raise RuntimeError("per_matrix needs two C-ordered chunks of one shape and dtype")
     blas = routines(T.dtype)
-    for side, op in steps:              # each solve over the whole chunk: the same arguments
-        blas.trsm_each(side, "U", op, n, 1.0, Lw.ctypes.data, T.ctypes.data, n * n * T.itemsize, c)
+    for routine, side, op in steps:     # each step over the whole chunk: the same arguments
+        each = blas.trsm_each if routine == "trsm" else blas.trmm_each
+        each(side, "U", op, n, 1.0, Lw.ctypes.data, T.ctypes.data, n * n * T.itemsize, c)
 
 
-#: The closed forms' solves on the column-major transposes (see :func:`per_matrix_solves`).
-_REV_STEPS = (("R", "C"), ("L", "N"))       # Y = L⁻ᴴ M, then X = Y L⁻¹
-_FWD_STEPS = (("L", "C"), ("R", "N"))       # Y = K̇ L⁻ᴴ, then X = L⁻¹ Y
+#: The closed forms' triangular products and solves on the column-major transposes
+#: (see :func:`per_matrix`).
+_REV_PRODUCT = (("trmm", "R", "C"),)                     # P = Lᴴ L̄
+_REV_SOLVES = (("trsm", "R", "C"), ("trsm", "L", "N"))   # Y = L⁻ᴴ M, then X = Y L⁻¹
+_FWD_SOLVES = (("trsm", "L", "C"), ("trsm", "R", "N"))   # Y = K̇ L⁻ᴴ, then X = L⁻¹ Y
+_FWD_PRODUCT = (("trmm", "R", "N"),)                     # L Φ(X)
 
 
 # --------------------------------------------------------------------------
@@ -228,12 +236,10 @@ def _phi(x, tri):
 def rev_closed(ws, Lw, A, nb, symmetric):
     """A ← G (or S): the closed form with two full solves."""
     c, n = len(Lw), Lw.shape[-1]
-    if n >= PER_MATRIX_SOLVE_N:
-        T = ws.B[:c]
-        np.matmul(herm(Lw), A, out=T)                     # Lᴴ L̄
-        _hermitian_from_lower(T, 1.0, 1.0)                # M = P + Pᴴ
-        per_matrix_solves(Lw, T, _REV_STEPS)              # X = L⁻ᴴ M L⁻¹
-        A[...] = T
+    if n >= PER_MATRIX_N:
+        per_matrix(Lw, A, _REV_PRODUCT)                   # Lᴴ L̄ (L̄ lower, zeros above)
+        _hermitian_from_lower(A, 1.0, 1.0)                # M = P + Pᴴ
+        per_matrix(Lw, A, _REV_SOLVES)                    # X = L⁻ᴴ M L⁻¹
     else:
         U = ws.B[:c]
         U[...] = herm(Lw)                                 # U = Lᴴ, upper
@@ -254,14 +260,15 @@ def fwd_closed(ws, Lw, A, nb):
     """A ← L̇ = L Φ(L⁻¹ K̇ L⁻ᴴ), two full solves."""
     c, n = len(Lw), Lw.shape[-1]
     _hermitian_from_lower(A, 1.0, 1.0)                  # K̇, Hermitian
-    if n >= PER_MATRIX_SOLVE_N:
-        per_matrix_solves(Lw, A, _FWD_STEPS)            # X = L⁻¹ K̇ L⁻ᴴ, lower triangle accurate
-        Y = A
-    else:
-        Li = block_inverses(Lw)
-        solve(Lw, A, False, Li)                         # V = L⁻¹ K̇, so Vᴴ = K̇ L⁻ᴴ
-        Y = np.ascontiguousarray(herm(A))
-        solve(Lw, Y, False, Li)                   # X = L⁻¹ (K̇ L⁻ᴴ): its lower triangle is accurate
+    if n >= PER_MATRIX_N:
+        per_matrix(Lw, A, _FWD_SOLVES)                  # X = L⁻¹ K̇ L⁻ᴴ, lower triangle accurate
+        _phi(A, ws.tri)
+        per_matrix(Lw, A, _FWD_PRODUCT)                 # L Φ(X), lower
+        return
+    Li = block_inverses(Lw)
+    solve(Lw, A, False, Li)                             # V = L⁻¹ K̇, so Vᴴ = K̇ L⁻ᴴ
+    Y = np.ascontiguousarray(herm(A))
+    solve(Lw, Y, False, Li)                       # X = L⁻¹ (K̇ L⁻ᴴ): its lower triangle is accurate
     _phi(Y, ws.tri)
     T = ws.B[:c]
     np.matmul(Lw, Y, out=T)                             # L Φ(X), lower

@@ -92,7 +92,7 @@ def test_stacks_that_call_no_blas_use_every_core(spy, monkeypatch):
     def no_blas(*args, **kwargs):
         raise AssertionError("a BLAS path ran")
     monkeypatch.setattr(_stacked, "solve", no_blas)
-    monkeypatch.setattr(_stacked, "per_matrix_solves", no_blas)
+    monkeypatch.setattr(_stacked, "per_matrix", no_blas)
     L, Lb = rev_case(8, seed=4, batch=(10000,))
     with threadpool_limits(_threads.CORES, user_api="blas"):
         g = blockchol.chol_rev(L, Lb)
