@@ -10,8 +10,9 @@ kernel matrices (notes.md, "Accuracy"): the closed form on the block by up
 to 10⁵× (the defect this module once had), a two-sided solve by LAPACK's
 ``?sygst`` by up to 7.6×, against 3.6× for this one (worst case over the
 block sizes, kernel families and seeds measured).  The price is Python:
-seven numpy calls per column, 10 µs at 64-wide blocks (14 at 128), about
-a quarter of the sweep at N = 1000 and 6-7 % at N = 4000.  A left-looking
+seven numpy calls per column, 10 µs alone at 64-wide blocks (14 at 128),
+about twice that inside the sweep, whose gemms evict the caches between
+blocks: half of the sweep at N = 1000, a ninth at N = 4000.  A left-looking
 form of the same loop (the rank-1 updates delayed into one product with
 the finished part of X per column) is twice as fast but 1.2× less
 accurate on average, up to 2.4× (notes.md, "Accuracy"), so it is not used.
