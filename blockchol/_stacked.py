@@ -7,16 +7,16 @@ calling BLAS for each product.  Everything runs in the logical lower form
 (K = L Lᴴ); :func:`load` and :func:`store` translate the caller's
 orientation.
 
-The closed form's two full triangular solves go, from
-:data:`PER_MATRIX_N` up, to BLAS's ``?trsm`` one matrix at a time
-(:func:`per_matrix`, with the triangular products: a raw call costs ~2 µs,
-and at N = 32 OpenBLAS solves faster that way than any stacked formulation here); below, they are
-stacked, blocked recursively down to diagonal blocks of :data:`BASE` = 2
-rows, which are inverted explicitly: explicit inverses of larger blocks
-cost accuracy on GP kernel matrices (4-wide blocks were up to 47× less
-accurate than substitution at N = 32, 8-wide ones 15× at N = 64; 2-wide
-ones within 1.8×; notes.md, "Accuracy").  The tiniest matrices, in
-reverse, go to :mod:`._batchlast`.
+The closed form's triangular product and two full solves go, from
+:data:`PER_MATRIX_N` up, to BLAS's ``?trmm`` and ``?trsm`` one matrix at a
+time (:func:`per_matrix`: a raw call costs ~2 µs, and from N ≈ 24 OpenBLAS
+solves faster that way than any stacked formulation here).  Below, the
+solves are stacked, blocked recursively down to diagonal blocks of
+:data:`BASE` = 2 rows, which are inverted explicitly: explicit inverses of
+larger blocks cost accuracy on GP kernel matrices (4-wide blocks were up to
+47× less accurate than substitution at N = 32, 8-wide ones 15× at N = 64;
+2-wide ones within 1.8×; notes.md, "Accuracy").  The tiniest matrices, in
+reverse, go to :mod:`._batchlast` instead, straight from :func:`run_chunk`.
 
 * ``closed``: X = L⁻ᴴ (P + Pᴴ) L⁻¹ by two full solves, keeping the
   accurate triangle, as :mod:`._closed` does;
