@@ -64,7 +64,7 @@ def _stack(plan, L, X):
         for i0, i1 in chunks[span[0]:span[1]]:
             _stacked.run_chunk(ws, plan.direction, plan.method, Ls[i0:i1], Xs[i0:i1],
                                out_view[i0:i1], plan.block_size, plan.symmetric, conj,
-                               plan.scale_exp)
+                               plan.scale_exp, plan.batch_last)
 
     parallel_map(run_span, list(zip(edges[:-1], edges[1:])))
     if plan.overwrite:

@@ -25,9 +25,10 @@ __all__ = ["TINY_N", "takes", "rev_chunk"]
 TINY_N = {"real": 20, "complex": 10}
 
 
-def takes(n, dtype):
-    """Whether a stack of N×N matrices of ``dtype`` takes this path in reverse."""
-    return n <= TINY_N["complex" if np.dtype(dtype).kind == "c" else "real"]
+def takes(direction, method, n, dtype):
+    """Whether a stack of N×N matrices of ``dtype`` takes this form (reverse, closed form only)."""
+    return (direction == "rev" and method == "closed"
+            and n <= TINY_N["complex" if np.dtype(dtype).kind == "c" else "real"])
 
 
 def _back_substitute(Lc, Y, pivots):
@@ -42,17 +43,18 @@ def _back_substitute(Lc, Y, pivots):
         Y[i] /= pivots[i]
 
 
-def rev_chunk(buffers, L, X, out, symmetric, conj, scale_exp):
-    """out ← G = Φ(X) (or S = ½ X made Hermitian) for a chunk, X = L⁻ᴴ (P + Pᴴ) L⁻¹, P = Φ(Lᴴ L̄).
+def rev_chunk(buffers, L, X, symmetric, conj, scale_exp):
+    """G = Φ(X) (or S = ½ X made Hermitian) for a chunk, X = L⁻ᴴ (P + Pᴴ) L⁻¹, P = Φ(Lᴴ L̄).
 
-    ``L``, ``X`` (L̄) and ``out`` are the chunk's (c, N, N) views in lower
+    ``L`` and ``X`` (L̄) are the chunk's (c, N, N) views in lower
     orientation, as :func:`._stacked.run_chunk` gets them (``conj``: the
     matrices are the conjugates of the views); only their lower triangles
-    are read, and ``out`` may be X's own memory.  ``buffers`` are three
-    (N, N, c) C-ordered arrays of the dtype to work in (fresh memory would
-    cost page faults every call: 11.4 against 3.7 ms for a chunk of 4096
-    8×8 matrices).  ``scale_exp``: X shrunk by 2^-scale_exp on the way in,
-    the result grown back on the way out.
+    are read.  Returns the result as a (c, N, N) view into ``buffers``, in
+    the logical lower form, for the caller to store: three (N, N, c)
+    C-ordered arrays of the dtype to work in (fresh memory would cost page
+    faults every call: 11.4 against 3.7 ms for a chunk of 4096 8×8
+    matrices).  ``scale_exp``: X is shrunk by 2^-scale_exp on the way in
+    (the caller grows the result back).
     """
     n = L.shape[-1]
     complex_ = L.dtype.kind == "c"
@@ -83,12 +85,7 @@ def rev_chunk(buffers, L, X, out, symmetric, conj, scale_exp):
             M[i, i + 1:] = Z[i, i + 1:] * 0.5                  # S = ½ (X_L + X_Lᴴ), X_L strict
         else:
             M[i, i + 1:] = 0
-    if scale_exp:
-        with np.errstate(over="ignore"):
-            M *= 2.0 ** scale_exp
-    result = M.transpose(2, 0, 1)
-    # out may be a strided view: no in-place unary ufunc on it (notes.md, "Known limits").
-    out[...] = result.conj() if complex_ and conj else result
+    return M.transpose(2, 0, 1)
 
 
 def _transpose_in(dest, a, conjugate):

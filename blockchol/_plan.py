@@ -76,6 +76,9 @@ class Plan(NamedTuple):
     check_copies : bool
         The read triangles' finiteness is still to be checked, by the small
         path on its copies of them, before its first BLAS call.
+    batch_last : bool
+        A stack's chunks take the matrix-index-last form of :mod:`._batchlast`,
+        which calls no BLAS (and so may have a worker per core).
     names : tuple of str
         The arguments' names, for the errors of that check.
     """
@@ -95,6 +98,7 @@ class Plan(NamedTuple):
     row_major: bool
     scale_exp: int
     check_copies: bool
+    batch_last: bool
     names: tuple
 
     @property
@@ -130,13 +134,13 @@ def make_plan(direction, L, X, names, *, lower, symmetric, method, block_size, o
     if path == "stacked":
         if method == "auto":
             method = "closed"
-        # The tiniest matrices' reverse closed form calls no BLAS at all (._batchlast).
-        uses_blas = not (direction == "rev" and method == "closed" and _batchlast.takes(n, dtype))
+        batch_last = _batchlast.takes(direction, method, n, dtype)
         workers, blas_threads = split_threads(threads, max(1, count * n ** 3 // MIN_WORKER_FLOPS),
-                                              uses_blas)
+                                              uses_blas=not batch_last)
         nb = max(1, min(block_size or (_stacked.sweep_block_size(n) if method == "sweep" else n),
                         max(n, 1)))
     else:
+        batch_last = False
         # Passes over a whole matrix run while the BLAS is idle, so they may
         # use as many threads as the BLAS would.
         blas_threads = None if threads is None else min(threads, CORES)
@@ -165,7 +169,7 @@ def make_plan(direction, L, X, names, *, lower, symmetric, method, block_size, o
              and can_overwrite(X, L, shape, dtype))
     plan = Plan(direction, method, lower, bool(symmetric), np.dtype(dtype), n, shape, path, nb,
                 blas_threads, workers, reuse, is_row_major(L),
-                _overflow_scaling(diagonal, X, dtype, lower), check_copies, names)
+                _overflow_scaling(diagonal, X, dtype, lower), check_copies, batch_last, names)
     return plan, L, X
 
 

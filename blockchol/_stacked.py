@@ -196,7 +196,8 @@ def per_matrix(Lw, T, steps):
     c, n = Lw.shape[0], Lw.shape[-1]
     if not (Lw.flags.c_contiguous and T.flags.c_contiguous and T.shape == Lw.shape
             and T.dtype == Lw.dtype):
-        raise RuntimeError("per_matrix needs two C-ordered chunks of one shape and dtype")
+        raise ValueError("internal error: per_matrix needs two C-ordered chunks of one shape "
+                         "and dtype, got %s %s and %s %s" % (Lw.shape, Lw.dtype, T.shape, T.dtype))
     blas = routines(T.dtype)
     for routine, side, op in steps:     # each step over the whole chunk: the same arguments
         each = blas.trsm_each if routine == "trsm" else blas.trmm_each
@@ -258,7 +259,7 @@ def rev_closed(ws, Lw, A, nb, symmetric):
 
 def fwd_closed(ws, Lw, A, nb):
     """A ← L̇ = L Φ(L⁻¹ K̇ L⁻ᴴ), two full solves."""
-    c, n = len(Lw), Lw.shape[-1]
+    n = Lw.shape[-1]
     _hermitian_from_lower(A, 1.0, 1.0)                  # K̇, Hermitian
     if n >= PER_MATRIX_N:
         per_matrix(Lw, A, _FWD_SOLVES)                  # X = L⁻¹ K̇ L⁻ᴴ, lower triangle accurate
@@ -270,9 +271,7 @@ def fwd_closed(ws, Lw, A, nb):
     Y = np.ascontiguousarray(herm(A))
     solve(Lw, Y, False, Li)                       # X = L⁻¹ (K̇ L⁻ᴴ): its lower triangle is accurate
     _phi(Y, ws.tri)
-    T = ws.B[:c]
-    np.matmul(Lw, Y, out=T)                             # L Φ(X), lower
-    A[...] = T
+    np.matmul(Lw, Y, out=A)                             # L Φ(X), lower
 
 
 def _level2_rev(D, A):
@@ -358,22 +357,25 @@ def fwd_sweep(ws, Lw, T, nb):
             Cd[...] = herm(Ct)
 
 
-def run_chunk(ws, direction, method, L, X, out, nb, symmetric, conj, scale_exp=0):
+def run_chunk(ws, direction, method, L, X, out, nb, symmetric, conj, scale_exp=0,
+              batch_last=False):
     """One chunk: load, compute in lower form, store into ``out`` (which may be X's own memory).
 
     With ``scale_exp``, X is shrunk by 2^-scale_exp on the way in and the
     result grown back on the way out (see :func:`._plan._overflow_scaling`).
+    ``batch_last``: the chunk takes :mod:`._batchlast`'s form (the plan's
+    choice), which reads the chunk itself instead of :func:`load`'s copies.
     """
-    if direction == "rev" and method == "closed" and _batchlast.takes(L.shape[-1], L.dtype):
-        _batchlast.rev_chunk(ws.batch_last(len(L)), L, X, out, symmetric, conj, scale_exp)
-        return
-    Lw, A = load(ws, L, X, conj)
-    if scale_exp:
-        A *= 2.0 ** -scale_exp
-    if direction == "rev":
-        (rev_closed if method == "closed" else rev_sweep)(ws, Lw, A, nb, symmetric)
+    if batch_last:
+        A = _batchlast.rev_chunk(ws.batch_last(len(L)), L, X, symmetric, conj, scale_exp)
     else:
-        (fwd_closed if method == "closed" else fwd_sweep)(ws, Lw, A, nb)
+        Lw, A = load(ws, L, X, conj)
+        if scale_exp:
+            A *= 2.0 ** -scale_exp
+        if direction == "rev":
+            (rev_closed if method == "closed" else rev_sweep)(ws, Lw, A, nb, symmetric)
+        else:
+            (fwd_closed if method == "closed" else fwd_sweep)(ws, Lw, A, nb)
     if scale_exp:
         with np.errstate(over="ignore"):
             A *= 2.0 ** scale_exp

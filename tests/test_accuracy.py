@@ -142,6 +142,7 @@ def test_reverse_at_n_1000():
 
 @pytest.mark.parametrize("case", [("rbf", 8, 1e-10, True), ("matern52", 12, 1e-10, True),
                                   ("rbf", 20, 1e-10, True),       # N ≤ 20: _batchlast
+                                  ("matern52", 16, 1e-6, True), ("rbf", 48, 1e-6, True),
                                   ("rbf", 17, 1e-10, True), ("rbf", 32, 1e-8, True),
                                   ("matern52", 32, 1e-8, True), ("rbf", 64, 1e-10, True),
                                   ("rbf", 200, 1e-10, True), ("matern52", 150, 1e-8, True),

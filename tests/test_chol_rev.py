@@ -553,3 +553,21 @@ def test_small_path_workspaces_carry_nothing_from_one_call_to_the_next():
         Gc = blockchol.chol_rev(L + 0j, Lb + 1j * Lb)
         assert rel_err(Gc.real, rev) < 1e-13
         assert rel_err(blockchol.chol_rev(L, Lb, symmetric=True), (rev + rev.T) / 2) < 1e-13
+
+
+def test_per_matrix_blas_calls_refuse_what_they_cannot_address():
+    # The stacked path's raw per-matrix BLAS calls compute every address from the
+    # chunk's shape: anything but two C-ordered chunks of one shape and dtype is refused
+    # before the first call, and the arrays are left as they were.
+    from blockchol import _stacked
+    rng = np.random.default_rng(5)
+    L = np.ascontiguousarray(np.tril(rng.standard_normal((3, 24, 24))) + 24 * np.eye(24))
+    T = rng.standard_normal((3, 24, 24))
+    steps = (("trsm", "L", "N"),)
+    for bad_T in (np.asfortranarray(T), T[:, ::2, ::2].copy(), T[:2].copy(), T.astype(np.float32),
+                  np.swapaxes(T, -1, -2)):
+        before = bad_T.copy()
+        with pytest.raises(ValueError, match="internal error: per_matrix"):
+            _stacked.per_matrix(L, bad_T, steps)
+        assert np.array_equal(bad_T, before)
+    _stacked.per_matrix(L, T, steps)            # the good case runs
