@@ -55,7 +55,7 @@ def _stack(plan, L, X):
         conj = dtype.kind == "c"
     else:
         out_view = out
-    m = min(_stacked.chunk_size(n, dtype), -(-count // plan.workers))
+    m = min(_stacked.chunk_size(n, dtype, plan.batch_last), -(-count // plan.workers))
     chunks = [(i, min(i + m, count)) for i in range(0, count, m)]
     edges = np.linspace(0, len(chunks), min(plan.workers, len(chunks)) + 1).astype(int)
 

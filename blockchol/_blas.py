@@ -8,9 +8,12 @@ BLAS a pointer into the middle of a matrix together with its leading
 dimension, exactly as Fortran code would.
 
 Everything here is raw: pointers are plain integers and nothing is checked.
-Callers reach these functions only through :mod:`blockchol._operands`, whose
-operands are validated when they are made.  ctypes releases the GIL for the
-duration of each call, so concurrent Python threads run BLAS concurrently.
+Callers reach the level-3 routines only through :mod:`blockchol._operands`,
+whose operands are validated when they are made, and the level-1 and level-2
+routines only from the diagonal kernels of :mod:`blockchol._kernel`, which
+check the work arrays they make before their loops.  ctypes releases the GIL
+for the duration of each call, so concurrent Python threads run BLAS
+concurrently.
 """
 
 import ctypes
@@ -39,8 +42,9 @@ _capsule_pointer = ctypes.pythonapi.PyCapsule_GetPointer
 _capsule_pointer.restype = ctypes.c_void_p
 _capsule_pointer.argtypes = [ctypes.py_object, ctypes.c_char_p]
 
-# Number of (pointer) arguments of each routine we use; all are void functions.
-_ARITY = {"gemm": 13, "trsm": 11, "trmm": 11}
+# Number of (pointer) arguments of each routine we use; all but ?dot are void functions.
+_ARITY = {"gemm": 13, "trsm": 11, "trmm": 11, "gemv": 11, "ger": 9, "geru": 9,
+          "dot": 5, "scal": 4, "axpy": 6}
 
 # Option characters live for the life of the module, so their addresses can
 # be passed to BLAS from any thread.
@@ -51,10 +55,10 @@ _SCALAR = {"s": ctypes.c_float, "d": ctypes.c_double,
            "c": ctypes.c_float, "z": ctypes.c_double}
 
 
-def _load(name):
+def _load(name, restype=None):
     capsule = cython_blas.__pyx_capi__[name]
     address = _capsule_pointer(capsule, _capsule_name(capsule))
-    prototype = ctypes.CFUNCTYPE(None, *([ctypes.c_void_p] * _ARITY[name[1:]]))
+    prototype = ctypes.CFUNCTYPE(restype, *([ctypes.c_void_p] * _ARITY[name[1:]]))
     return prototype(address)
 
 
@@ -86,11 +90,21 @@ _INTS = _ArgCache(ctypes.c_int)
 
 
 class Routines:
-    """The level-3 routines of one precision, called with Fortran conventions.
+    """The routines of one precision, called with Fortran conventions.
 
-    Arguments are those of the reference BLAS, in order, with matrices given
-    as integer addresses and options as one-letter strings.  For real
-    precisions the op ``'C'`` (conjugate transpose) is passed as ``'T'``.
+    The level-3 methods take the arguments of the reference BLAS, in order,
+    with matrices given as integer addresses and options as one-letter
+    strings.  For real precisions the op ``'C'`` (conjugate transpose) is
+    passed as ``'T'``.
+
+    The diagonal kernels' routines are bare ctypes functions, every argument
+    an address (``raw_gemv``, ``raw_ger``; ``raw_dot``, ``raw_scal``,
+    ``raw_axpy``): each is called once per column, where building arguments
+    would cost more than the call.  ``raw_ger`` is ``?geru`` for complex
+    precisions (no conjugation).  ``raw_dot``, ``raw_scal`` and ``raw_axpy``
+    are the *real* routines of the precision: a complex vector of unit stride
+    goes to them as the interleaved real vector of twice its length, which is
+    Re(xᴴy) for the dot and a real multiple for the other two.
     """
 
     def __init__(self, dtype):
@@ -100,11 +114,19 @@ class Routines:
         self._gemm = _load(self.prefix + "gemm")
         self._trsm = _load(self.prefix + "trsm")
         self._trmm = _load(self.prefix + "trmm")
+        real = "s" if self.prefix in "sc" else "d"
+        self.raw_gemv = _load(self.prefix + "gemv")
+        self.raw_ger = _load(self.prefix + ("geru" if self.is_complex else "ger"))
+        self.raw_dot = _load(real + "dot", _SCALAR[real])
+        self.raw_scal = _load(real + "scal")
+        self.raw_axpy = _load(real + "axpy")
         self._scalars = _ArgCache(_SCALAR[self.prefix])
         # alpha and beta as one vector; complex numbers take two slots each.
         self._beta_offset = ctypes.sizeof(_SCALAR[self.prefix]) * (2 if self.is_complex else 1)
         op = dict(N="N", T="T", C="C" if self.is_complex else "T")
         self._op = {k: _CHAR[v] for k, v in op.items()}
+        #: The addresses of the op characters ``'N'``, ``'T'``, ``'C'``, for the raw calls.
+        self.option = self._op
 
     def _pack(self, alpha, beta):
         if self.is_complex:

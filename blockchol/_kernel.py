@@ -9,16 +9,21 @@ size.  Faster kernels that compute the same function lose accuracy on GP
 kernel matrices (notes.md, "Accuracy"): the closed form on the block by up
 to 10⁵× (the defect this module once had), a two-sided solve by LAPACK's
 ``?sygst`` by up to 7.6×, against 3.6× for this one (worst case over the
-block sizes, kernel families and seeds measured).  The price is Python:
-seven numpy calls per column, 10 µs alone at 64-wide blocks (14 at 128),
-about twice that inside the sweep, whose gemms evict the caches between
-blocks: half of the sweep at N = 1000, a ninth at N = 4000.  A left-looking
-form of the same loop (the rank-1 updates delayed into one product with
-the finished part of X per column) is twice as fast but 1.2× less
-accurate on average, up to 2.4× (notes.md, "Accuracy"), so it is not used.
+block sizes, kernel families and seeds measured).  The price is one
+Python step per column.  Each step is four BLAS calls (a dot, a scal, a
+ger and a gemv in reverse; two gemvs, an axpy and a scal forward) made
+straight through the raw bindings of :mod:`._blas`, with every address
+computed from the work arrays' bases (complex adds one numpy conjugation
+per column): 4-5 µs a column alone at 64-128-wide blocks, about 5.5 inside
+the sweep, against 10-14 alone and about 21 inside the sweep for the same
+loop in numpy calls (notes.md, "The kernel in BLAS calls").  A left-looking form of the
+same loop (the rank-1 updates delayed into one product with the finished
+part of X per column) was twice as fast in numpy but 1.2× less accurate on
+average, up to 2.4× (notes.md, "Accuracy"), so it is not used.
 
-Both kernels work on logical lower-form copies of the block (D and the
-block of the swept array) and write the result back.
+Both kernels work on logical lower-form, Fortran-ordered copies of the
+block (D and the block of the swept array: :func:`work_copy`), which
+:class:`_Work` checks before any raw call, and write the result back.
 
 Reverse (:func:`rev`): on entry the block ``Db`` holds D̄ in its logical
 lower triangle (anything above); on exit the *whole* block holds the
@@ -31,67 +36,141 @@ triangle; on exit Ḋ = D Φ(D⁻¹ Ż D⁻ᴴ), lower triangular, zeros above.
 
 import numpy as np
 
-from ._triangles import herm, logical
+from ._blas import INT_MAX, PREFIX, routines
+from ._triangles import herm
 
-__all__ = ["rev", "fwd", "level2_rev", "level2_fwd"]
+__all__ = ["rev", "fwd", "level2_rev", "level2_fwd", "work_copy"]
+
+
+def work_copy(x, dtype=None):
+    """A kernel's work array: a Fortran-ordered copy of the 2-D ``x`` (of ``dtype``)."""
+    return np.array(x, dtype=dtype, order="F")
+
+
+class _Work:
+    """What a kernel's BLAS calls point at: the arrays' addresses, every size, the scalars.
+
+    Checks the arrays first: square, one shape and one BLAS dtype,
+    Fortran-contiguous (leading dimension n), so that every raw call of the
+    loops stays inside them.  Addresses are plain integers, taken once
+    (``ndarray.ctypes`` costs more than a BLAS call on a column):
+    ``sizes + 4 v`` is the Fortran integer v, for 0 ≤ v ≤ 2n (a complex
+    vector of length m is a real one of length 2m); ``inverse + j·real`` is
+    the real 1/δ_j; ``minus``, ``plus`` are −1 and 1 in the dtype.
+    """
+
+    def __init__(self, d, a):
+        if not (d.ndim == 2 and d.shape[0] == d.shape[1] and a.shape == d.shape
+                and d.dtype == a.dtype and d.dtype in PREFIX
+                and d.flags.f_contiguous and a.flags.f_contiguous and 2 * d.shape[0] < INT_MAX):
+            raise ValueError("internal error: a diagonal kernel needs two Fortran-ordered square "
+                             "arrays of one shape and BLAS dtype, got %s %s and %s %s"
+                             % (d.shape, d.dtype, a.shape, a.dtype))
+        self.n = n = d.shape[0]
+        self.blas = routines(d.dtype)
+        self.step = d.itemsize                          # bytes per element
+        self.reals = 2 if self.blas.is_complex else 1   # real numbers per element
+        self.real = self.step // self.reals             # bytes per real number
+        self.pivots = d.diagonal().real.tolist()
+        self._keep = (np.arange(2 * n + 1, dtype=np.int32),
+                      1.0 / d.diagonal().real,
+                      np.array([-1.0, 1.0, 0.0], dtype=d.dtype))
+        self.slot = self._keep[2]                       # [−1, 1, a value to set]
+        self.sizes, self.inverse, scalars = (x.ctypes.data for x in self._keep)
+        self.minus, self.plus, self.settable = scalars, scalars + self.step, scalars + 2 * self.step
+        self.d, self.a = d.ctypes.data, a.ctypes.data
+        # x̄ for the conjugated vector of a gemv, complex only
+        self.conj = np.empty(n, dtype=d.dtype) if self.blas.is_complex else None
+        self.conj_address = self.conj.ctypes.data if self.blas.is_complex else None
 
 
 def level2_rev(d, a):
-    """Murray's unblocked reverse sweep on an n×n block, in place on ``a``; returns G's diagonal.
+    """Murray's unblocked reverse sweep on an n×n block, in place on ``a``.
 
-    ``d`` is the lower factor, ``a`` holds L̄ in its lower triangle.  With r,
-    δ, B, c the row left of, the pivot of, the block below-left of and the
-    column below pivot j, and the same slices of ``a``, right to left::
+    ``d`` is the lower factor (its strict upper triangle is not read),
+    ``a`` holds L̄ in its lower triangle; both Fortran-ordered, one BLAS
+    dtype (:func:`work_copy`).  With r, δ, B, c the row left of, the pivot
+    of, the block below-left of and the column below pivot j, and the same
+    slices of ``a``, right to left::
 
-        δ̄ ← (δ̄ − Re(cᴴ c̄)/δ)/δ;  c̄ ← c̄/δ;  [δ̄; c̄] r is taken from [r̄; B̄];  r̄ ← r̄ − c̄ᴴ B
+        δ̄ ← (δ̄ − Re(cᴴ c̄)/δ)/δ;  c̄ ← c̄/δ;  [r̄; B̄] ← [r̄; B̄] − [δ̄; c̄] r;  r̄ ← r̄ − c̄ᴴ B
 
     On exit ``a``'s strict lower triangle is G's; its diagonal holds 2 G_jj.
+    One dot, scal, ger and gemv per column, straight to BLAS.
     """
-    n = a.shape[0]
-    complex_ = np.iscomplexobj(a)
-    pivots = d.diagonal().real.tolist()
+    w = _Work(d, a)
+    n, s, I, blas = w.n, w.step, w.sizes, w.blas
+    dot, scal, ger, gemv, trans = blas.raw_dot, blas.raw_scal, blas.raw_ger, blas.raw_gemv, blas.option["T"]
+    D, A, pivots, inverse, real, reals = w.d, w.a, w.pivots, w.inverse, w.real, w.reals
+    one, ld, minus, plus, conj = I + 4, I + 4 * n, w.minus, w.plus, w.conj
     diagonal = a.diagonal().real.tolist()       # δ̄_j is not updated before its own step
     for j in range(n - 1, -1, -1):
-        p = pivots[j]
-        c, cb = d[j + 1:, j], a[j + 1:, j]
-        dot = np.vdot(c, cb).real if complex_ else c @ cb
-        db = (diagonal[j] - dot / p) / p
-        cb *= 1.0 / p
-        a[j, j] = db
+        p, m = pivots[j], n - 1 - j
+        c, cb = D + (j + 1 + j * n) * s, A + (j + 1 + j * n) * s
+        size = I + 4 * reals * m                                        # c, c̄ as real vectors
+        dot_c = dot(size, c, one, cb, one) if m else 0.0                # Re(cᴴ c̄)
+        scal(size, inverse + j * real, cb, one)                         # c̄ ← c̄/δ
+        a[j, j] = (diagonal[j] - dot_c / p) / p                         # δ̄
         if j:
-            a[j:, :j] -= a[j:, j, None] * d[j, :j]                      # r̄ −= δ̄ r;  B̄ −= c̄ r
-            a[j, :j] -= (cb.conj() if complex_ else cb) @ d[j + 1:, :j]    # r̄ −= c̄ᴴ B
+            r, rb = D + j * s, A + j * s
+            ger(I + 4 * (n - j), I + 4 * j, minus, cb - s, one, r, ld, rb, ld)  # [r̄; B̄] −= [δ̄; c̄] r
+            if m:
+                x = cb
+                if conj is not None:
+                    np.conjugate(a[j + 1:, j], out=conj[:m])
+                    x = w.conj_address
+                gemv(trans, I + 4 * m, I + 4 * j, minus, r + s, ld, x, one, plus, rb, ld)  # r̄ −= c̄ᴴ B
 
 
 def level2_fwd(d, z):
     """The unblocked forward sweep on an n×n block, in place on ``z``: Ż → Ḋ = D Φ(D⁻¹ Ż D⁻ᴴ).
 
-    Left to right, with r, δ, B, c as in :func:`level2_rev` and ṙ, ċ the
-    slices of Ḋ (ṙ final)::
+    Arrays as for :func:`level2_rev`.  Left to right, with r, δ, B, c as
+    there and ṙ, ċ the slices of Ḋ (ṙ final)::
 
         [ż; y] ← [ż; y] − [ṙ; Ḃ] r̄ − [r; B] ṙ̄;  δ̇ ← ż / 2δ;  ċ ← (y − c δ̇) / δ
 
-    Reads only the lower triangle of ``z``; leaves junk above it.
+    Reads only the lower triangle of ``z``; leaves junk above it.  Two
+    gemvs, one axpy and one scal per column.
     """
-    n = z.shape[0]
-    pivots = d.diagonal().real.tolist()
+    w = _Work(d, z)
+    n, s, I, blas = w.n, w.step, w.sizes, w.blas
+    scal, axpy, gemv, notrans = blas.raw_scal, blas.raw_axpy, blas.raw_gemv, blas.option["N"]
+    D, Z, pivots, inverse, real, reals = w.d, w.a, w.pivots, w.inverse, w.real, w.reals
+    one, ld, minus, plus, conj, slot = I + 4, I + 4 * n, w.minus, w.plus, w.conj, w.slot
+    rows_conj = D                               # r̄ of every row: conj(d) when complex
+    if conj is not None:
+        d_conj = work_copy(d.conj())
+        rows_conj = d_conj.ctypes.data
     for j in range(n):
-        p = pivots[j]
-        col = z[j:, j]
+        p, m = pivots[j], n - 1 - j
+        col = Z + (j + j * n) * s               # [ż; y]: rows j: of column j
         if j:
-            col -= z[j:, :j] @ d[j, :j].conj()
-            col -= d[j:, :j] @ z[j, :j].conj()
-        dd = col[0].real / (2.0 * p)
-        col[0] = dd
-        if j + 1 < n:
-            col[1:] -= d[j + 1:, j] * dd
-            col[1:] *= 1.0 / p
+            rows, cols = I + 4 * (n - j), I + 4 * j
+            gemv(notrans, rows, cols, minus, Z + j * s, ld, rows_conj + j * s, ld,
+                 plus, col, one)                                        # − [ṙ; Ḃ] r̄
+            x, incx = Z + j * s, ld                                     # ṙ̄
+            if conj is not None:
+                np.conjugate(z[j, :j], out=conj[:j])
+                x, incx = w.conj_address, one
+            gemv(notrans, rows, cols, minus, D + j * s, ld, x, incx, plus, col, one)  # − [r; B] ṙ̄
+        dd = z[j, j].real / (2.0 * p)
+        z[j, j] = dd                                                    # δ̇
+        if m:
+            size = I + 4 * reals * m
+            slot[2] = -dd
+            axpy(size, w.settable, D + (j + 1 + j * n) * s, one, col + s, one)   # y − c δ̇
+            scal(size, inverse + j * real, col + s, one)                        # ċ ← (...)/δ
+
+
+def _work_copy(block):
+    """The block's logical lower-form matrix, as a work array."""
+    return work_copy(herm(block.stored) if block.upper else block.stored)
 
 
 def rev(D, Db):
     """Db ← X = G_D + G_Dᴴ for the block (see the module)."""
-    d = np.tril(logical(D.stored, D.upper))
-    a = np.tril(logical(Db.stored, Db.upper))
+    d, a = _work_copy(D), _work_copy(Db)
     level2_rev(d, a)
     strict = np.tril(a, -1)
     x = strict + herm(strict)
@@ -101,8 +180,7 @@ def rev(D, Db):
 
 def fwd(D, Dd):
     """Dd ← Ḋ = D Φ(D⁻¹ Ż D⁻ᴴ) for the block (see the module)."""
-    d = np.tril(logical(D.stored, D.upper))
-    z = logical(Dd.stored, Dd.upper)
+    d, z = _work_copy(D), _work_copy(Dd)
     level2_fwd(d, z)
     z = np.tril(z)
     Dd.stored[...] = herm(z) if Dd.upper else z

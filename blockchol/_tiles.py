@@ -227,7 +227,7 @@ def rev_kernel(d, d_bar):
     if n > LEVEL2_MAX_N:
         return np.asfortranarray(_chol_rev(d, d_bar, method="sweep", check_finite=False))
     a = np.tril(d_bar).astype(np.result_type(d, d_bar), order="F")
-    _kernel.level2_rev(np.tril(d), a)          # strict lower: G's; diagonal: 2 G_jj
+    _kernel.level2_rev(_kernel.work_copy(d, a.dtype), a)   # strict lower: G's; diagonal: 2 G_jj
     g = np.asfortranarray(np.tril(a))
     np.fill_diagonal(g, 0.5 * np.diagonal(a).real)
     return g
@@ -239,5 +239,5 @@ def fwd_kernel(d, z):
     if n > LEVEL2_MAX_N:
         return np.asfortranarray(_chol_fwd(d, z, method="sweep", check_finite=False))
     w = np.array(z, dtype=np.result_type(d, z), order="F")
-    _kernel.level2_fwd(np.tril(d), w)          # lower triangle: Ḋ; junk above
+    _kernel.level2_fwd(_kernel.work_copy(d, w.dtype), w)   # lower triangle: Ḋ; junk above
     return np.asfortranarray(np.tril(w))

@@ -9,7 +9,7 @@ import functools
 
 import numpy as np
 
-__all__ = ["CACHED_N", "lower_mask", "strict_upper_mask", "herm", "real_diagonal", "logical"]
+__all__ = ["CACHED_N", "lower_mask", "strict_upper_mask", "herm", "real_diagonal"]
 
 #: Largest mask side kept in the cache.
 CACHED_N = 256
@@ -58,8 +58,3 @@ def real_diagonal(a):
     if np.iscomplexobj(a):
         n = a.shape[-1]
         a.imag[..., np.arange(n), np.arange(n)] = 0
-
-
-def logical(stored, upper):
-    """A copy of the logical lower-form matrix held by ``stored`` (see :mod:`._operands`)."""
-    return herm(stored).copy() if upper else stored.copy()

@@ -84,6 +84,55 @@ def test_the_sweeps_kernel_is_the_level2_reference():
                    ref.level2_rev(L, Lb)) < 1e-12
 
 
+KERNEL_TOL = {np.dtype(np.float64): 1e-12, np.dtype(np.complex128): 1e-12,
+              np.dtype(np.float32): 2e-4, np.dtype(np.complex64): 2e-4}
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.complex64, np.complex128])
+@pytest.mark.parametrize("n", [1, 2, 7, 64])
+def test_the_diagonal_kernels_match_the_references(n, dtype):
+    # The kernels' raw BLAS loops on their own, every dtype: reverse against the
+    # level-2 reference (a different code path: numpy calls, float64 at least), forward
+    # against the symbolic formula.  A wrong address, stride or conjugation is O(1).
+    from blockchol import _kernel
+    dtype = np.dtype(dtype)
+    rng = np.random.default_rng(n)
+    K, L = random_factor(n, rng, dtype)
+    Lb = random_like((n, n), rng, dtype)
+    upper_junk = np.triu(random_like((n, n), rng, dtype), 1)   # never read by either kernel
+    d = _kernel.work_copy(L + upper_junk)
+    a = _kernel.work_copy(np.tril(Lb) + upper_junk)
+    _kernel.level2_rev(d, a)
+    g = np.tril(a, -1)
+    np.fill_diagonal(g, 0.5 * a.diagonal().real)
+    assert rel_err(g, ref.level2_rev(L, Lb)) < KERNEL_TOL[dtype]
+    z = _kernel.work_copy(np.tril(K) + upper_junk)
+    _kernel.level2_fwd(d, z)
+    assert rel_err(np.tril(z), ref.symbolic_fwd(L, K)) < KERNEL_TOL[dtype]
+    assert np.array_equal(d, L + upper_junk)                   # the factor is only read
+
+
+def test_the_diagonal_kernels_refuse_what_they_cannot_address():
+    # The kernels compute every BLAS address from the work arrays' shape and a leading
+    # dimension of n: anything but two Fortran-ordered square arrays of one shape and
+    # BLAS dtype is refused before the first raw call, and the arrays are left as they were.
+    from blockchol import _kernel
+    rng = np.random.default_rng(4)
+    _, L = random_factor(16, rng)
+    d = _kernel.work_copy(L)
+    X = _kernel.work_copy(np.tril(rng.standard_normal((16, 16))))
+    for bad in (np.ascontiguousarray(X), X[::2, ::2], X[:8], X[:, :8], X.astype(np.float32),
+                X.astype(np.int64), np.asfortranarray(X[None])):
+        for fn in (_kernel.level2_rev, _kernel.level2_fwd):
+            before = bad.copy()
+            with pytest.raises(ValueError, match="internal error: a diagonal kernel"):
+                fn(d, bad)
+            with pytest.raises(ValueError, match="internal error: a diagonal kernel"):
+                fn(bad, X.copy(order="F"))
+            assert np.array_equal(bad, before)
+    _kernel.level2_rev(d, X)                    # the good case runs
+
+
 # --------------------------------------------------------------------------
 # Finite differences
 

@@ -362,10 +362,15 @@ def test_stack_inputs_untouched_and_overwrite(n, lower, dtype, method):
     assert out is not ro and rel_err(out, expected) < 1e-14
 
 
+@pytest.mark.parametrize("chunk_matrices", [None, 2])
 @pytest.mark.parametrize("n", [1, 4, 9, 20])
-def test_stack_chunks_and_workers(n):
+def test_stack_chunks_and_workers(n, chunk_matrices, monkeypatch):
     # Chunks are shared among worker threads and the last one is usually
-    # short: every count and thread setting must give the per-matrix answers.
+    # short: every count and thread setting must give the per-matrix answers,
+    # also when the chunk size (2 matrices here) splits a stack into many chunks.
+    from blockchol import _stacked
+    if chunk_matrices:
+        monkeypatch.setattr(_stacked, "CHUNK_BYTES", chunk_matrices * n * n * 8)
     L, X = stack_case((9,), n, np.float64, seed=n)
     expected = {fn: per_matrix(fn, L, X) for fn in (blockchol.chol_rev, blockchol.chol_fwd)}
     for count in range(1, 10):
