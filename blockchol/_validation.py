@@ -109,7 +109,10 @@ def check_finite_triangle(a, name, lower, workers):
     (possibly a harmless overflow) is confirmed element by element.
     """
     v = a if lower else np.swapaxes(a, -1, -2)
-    if v.ndim == 2 and v.shape[0] <= STRIP:       # small: one elementwise test decides
+    if v.ndim == 2 and v.shape[0] <= STRIP:       # small: a sum, else one elementwise test
+        with np.errstate(over="ignore", invalid="ignore"):
+            if np.isfinite(v.sum()):              # 4.9 against 16 µs for the test at N = 100
+                return
         if np.isfinite(v).all(where=lower_mask(v.shape[0])):
             return
 
