@@ -51,8 +51,8 @@ class _Work:
     """What a kernel's BLAS calls point at: the arrays' addresses, every size, the scalars.
 
     Checks the arrays first: square, one shape and one BLAS dtype,
-    Fortran-contiguous (leading dimension n), so that every raw call of the
-    loops stays inside them.  Addresses are plain integers, taken once
+    Fortran-contiguous (leading dimension n), the swept one writeable, so
+    that every raw call of the loops stays inside them.  Addresses are plain integers, taken once
     (``ndarray.ctypes`` costs more than a BLAS call on a column):
     ``sizes + 4 v`` is the Fortran integer v, for 0 ≤ v ≤ 2n (a complex
     vector of length m is a real one of length 2m); ``inverse + j·real`` is
@@ -62,9 +62,11 @@ class _Work:
     def __init__(self, d, a):
         if not (d.ndim == 2 and d.shape[0] == d.shape[1] and a.shape == d.shape
                 and d.dtype == a.dtype and d.dtype in PREFIX
-                and d.flags.f_contiguous and a.flags.f_contiguous and 2 * d.shape[0] < INT_MAX):
+                and d.flags.f_contiguous and a.flags.f_contiguous and a.flags.writeable
+                and 2 * d.shape[0] < INT_MAX):
             raise ValueError("internal error: a diagonal kernel needs two Fortran-ordered square "
-                             "arrays of one shape and BLAS dtype, got %s %s and %s %s"
+                             "arrays of one shape and BLAS dtype (the second writeable), "
+                             "got %s %s and %s %s"
                              % (d.shape, d.dtype, a.shape, a.dtype))
         self.n = n = d.shape[0]
         self.blas = routines(d.dtype)

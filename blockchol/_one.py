@@ -76,7 +76,7 @@ def _compute(plan, stored_L, transposed, X, out):
         hermitian_fill(out, lower, workers)                     # K̇, Hermitian
         _closed.fwd_solves(Lm, A)                               # X = L⁻¹ K̇ L⁻ᴴ
         phi(out, lower, workers)                                # Φ(X)
-        _closed.lower_times_phi(Lm, A, nb, _closed.workspace_like(A, nb, plan.n))   # L Φ(X)
+        _closed.lower_times_phi(Lm, A, nb)                      # L Φ(X)
     else:
         _sweep.fwd_sweep(Lm, A, nb)
     if plan.scale_exp:

@@ -121,14 +121,17 @@ def test_the_diagonal_kernels_refuse_what_they_cannot_address():
     _, L = random_factor(16, rng)
     d = _kernel.work_copy(L)
     X = _kernel.work_copy(np.tril(rng.standard_normal((16, 16))))
+    read_only = X.copy(order="F")
+    read_only.flags.writeable = False
     for bad in (np.ascontiguousarray(X), X[::2, ::2], X[:8], X[:, :8], X.astype(np.float32),
-                X.astype(np.int64), np.asfortranarray(X[None])):
+                X.astype(np.int64), np.asfortranarray(X[None]), read_only):
         for fn in (_kernel.level2_rev, _kernel.level2_fwd):
             before = bad.copy()
             with pytest.raises(ValueError, match="internal error: a diagonal kernel"):
                 fn(d, bad)
-            with pytest.raises(ValueError, match="internal error: a diagonal kernel"):
-                fn(bad, X.copy(order="F"))
+            if bad is not read_only:          # a read-only factor is fine: it is only read
+                with pytest.raises(ValueError, match="internal error: a diagonal kernel"):
+                    fn(bad, X.copy(order="F"))
             assert np.array_equal(bad, before)
     _kernel.level2_rev(d, X)                    # the good case runs
 
