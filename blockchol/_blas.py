@@ -124,9 +124,8 @@ class Routines:
         # alpha and beta as one vector; complex numbers take two slots each.
         self._beta_offset = ctypes.sizeof(_SCALAR[self.prefix]) * (2 if self.is_complex else 1)
         op = dict(N="N", T="T", C="C" if self.is_complex else "T")
-        self._op = {k: _CHAR[v] for k, v in op.items()}
-        #: The addresses of the op characters ``'N'``, ``'T'``, ``'C'``, for the raw calls.
-        self.option = self._op
+        #: The addresses of the op characters ``'N'``, ``'T'``, ``'C'`` (the last ``'T'`` for real).
+        self.option = {k: _CHAR[v] for k, v in op.items()}
 
     def _pack(self, alpha, beta):
         if self.is_complex:
@@ -138,14 +137,14 @@ class Routines:
         """c <- alpha op(a) op(b) + beta c, with c m-by-n and k inner."""
         keep_s, s = self._pack(alpha, beta)
         keep_i, p = _INTS((m, n, k, lda, ldb, ldc))
-        self._gemm(self._op[transa], self._op[transb], p, p + 4, p + 8,
+        self._gemm(self.option[transa], self.option[transb], p, p + 4, p + 8,
                    s, a, p + 12, b, p + 16, s + self._beta_offset, c, p + 20)
 
     def trsm(self, side, uplo, transa, m, n, alpha, a, lda, b, ldb):
         """b <- alpha op(a)^-1 b (side 'L') or alpha b op(a)^-1 (side 'R'); b m-by-n."""
         keep_s, s = self._pack(alpha, 0.0)
         keep_i, p = _INTS((m, n, lda, ldb))
-        self._trsm(_CHAR[side], _CHAR[uplo], self._op[transa], _CHAR["N"],
+        self._trsm(_CHAR[side], _CHAR[uplo], self.option[transa], _CHAR["N"],
                    p, p + 4, s, a, p + 8, b, p + 12)
 
     def trsm_each(self, side, uplo, transa, n, alpha, a, b, step, count):
@@ -163,7 +162,7 @@ class Routines:
     def _each(self, call, side, uplo, transa, n, alpha, a, b, step, count):
         keep_s, s = self._pack(alpha, 0.0)
         keep_i, p = _INTS((n, n))
-        sd, ul, op, unit = _CHAR[side], _CHAR[uplo], self._op[transa], _CHAR["N"]
+        sd, ul, op, unit = _CHAR[side], _CHAR[uplo], self.option[transa], _CHAR["N"]
         for _ in range(count):
             call(sd, ul, op, unit, p, p, s, a, p, b, p)
             a += step
@@ -173,7 +172,7 @@ class Routines:
         """b <- alpha op(a) b (side 'L') or alpha b op(a) (side 'R'); b m-by-n."""
         keep_s, s = self._pack(alpha, 0.0)
         keep_i, p = _INTS((m, n, lda, ldb))
-        self._trmm(_CHAR[side], _CHAR[uplo], self._op[transa], _CHAR["N"],
+        self._trmm(_CHAR[side], _CHAR[uplo], self.option[transa], _CHAR["N"],
                    p, p + 4, s, a, p + 8, b, p + 12)
 
 

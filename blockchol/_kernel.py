@@ -37,7 +37,7 @@ triangle; on exit Ḋ = D Φ(D⁻¹ Ż D⁻ᴴ), lower triangular, zeros above.
 import numpy as np
 
 from ._blas import INT_MAX, PREFIX, routines
-from ._triangles import herm
+from ._triangles import herm, strict_upper_mask
 
 __all__ = ["rev", "fwd", "level2_rev", "level2_fwd", "work_copy"]
 
@@ -165,24 +165,23 @@ def level2_fwd(d, z):
             scal(size, inverse + j * real, col + s, one)                        # ċ ← (...)/δ
 
 
-def _work_copy(block):
+def _block_copy(block):
     """The block's logical lower-form matrix, as a work array."""
     return work_copy(herm(block.stored) if block.upper else block.stored)
 
 
 def rev(D, Db):
     """Db ← X = G_D + G_Dᴴ for the block (see the module)."""
-    d, a = _work_copy(D), _work_copy(Db)
+    d, a = _block_copy(D), _block_copy(Db)
     level2_rev(d, a)
-    strict = np.tril(a, -1)
-    x = strict + herm(strict)
-    np.einsum("ii->i", x)[...] = a.diagonal().real          # X_jj = 2 G_jj
-    Db.stored[...] = x          # Hermitian: the same array in either stored form
+    np.copyto(a, herm(a), where=strict_upper_mask(a.shape[0]))     # X = G_D + G_Dᴴ off the diagonal,
+    np.einsum("ii->i", a)[...] = a.diagonal().real                  # X_jj = 2 G_jj
+    Db.stored[...] = a          # Hermitian: the same array in either stored form
 
 
 def fwd(D, Dd):
     """Dd ← Ḋ = D Φ(D⁻¹ Ż D⁻ᴴ) for the block (see the module)."""
-    d, z = _work_copy(D), _work_copy(Dd)
+    d, z = _block_copy(D), _block_copy(Dd)
     level2_fwd(d, z)
     z = np.tril(z)
     Dd.stored[...] = herm(z) if Dd.upper else z

@@ -299,8 +299,7 @@ def _level2_rev(D, A):
             A[:, j, :j] -= db[:, None] * r + np.einsum("ki,kij->kj", cb.conj(), B)
             A[:, j + 1:, :j] -= cb[:, :, None] * r[:, None, :]
         g[:, j] = db
-    strict = np.tril(A, -1)
-    np.add(strict, herm(strict), out=A)
+    np.copyto(A, herm(A), where=strict_upper_mask(w))     # X = G + Gᴴ off the diagonal
     A[:, np.arange(w), np.arange(w)] = g             # X_jj = 2 G_jj = d̄_j
 
 
