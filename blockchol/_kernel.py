@@ -36,8 +36,9 @@ triangle; on exit Ḋ = D Φ(D⁻¹ Ż D⁻ᴴ), lower triangular, zeros above.
 
 import numpy as np
 
-from ._blas import INT_MAX, PREFIX, routines
-from ._triangles import herm, strict_upper_mask
+from ._blas import INT_MAX, routines
+from ._operands import bad_blas_layout
+from ._triangles import herm, mirror_lower
 
 __all__ = ["rev", "fwd", "level2_rev", "level2_fwd", "work_copy"]
 
@@ -60,14 +61,17 @@ class _Work:
     """
 
     def __init__(self, d, a):
-        if not (d.ndim == 2 and d.shape[0] == d.shape[1] and a.shape == d.shape
-                and d.dtype == a.dtype and d.dtype in PREFIX
-                and d.flags.f_contiguous and a.flags.f_contiguous and a.flags.writeable
-                and 2 * d.shape[0] < INT_MAX):
+        # The operands' own check first (dimensions, dtype, alignment, strides), then
+        # what the loops' address arithmetic assumes on top: one square shape, one
+        # dtype, leading dimension n, 2n within the BLAS integers.
+        problem = bad_blas_layout(d) or bad_blas_layout(a)
+        if not (problem is None and d.shape[0] == d.shape[1] and a.shape == d.shape
+                and d.dtype == a.dtype and d.flags.f_contiguous and a.flags.f_contiguous
+                and a.flags.writeable and 2 * d.shape[0] < INT_MAX):
             raise ValueError("internal error: a diagonal kernel needs two Fortran-ordered square "
                              "arrays of one shape and BLAS dtype (the second writeable), "
-                             "got %s %s and %s %s"
-                             % (d.shape, d.dtype, a.shape, a.dtype))
+                             "got %s %s and %s %s%s" % (d.shape, d.dtype, a.shape, a.dtype,
+                                                        ": " + problem if problem else ""))
         self.n = n = d.shape[0]
         self.blas = routines(d.dtype)
         self.step = d.itemsize                          # bytes per element
@@ -174,8 +178,7 @@ def rev(D, Db):
     """Db ← X = G_D + G_Dᴴ for the block (see the module)."""
     d, a = _block_copy(D), _block_copy(Db)
     level2_rev(d, a)
-    np.copyto(a, herm(a), where=strict_upper_mask(a.shape[0]))     # X = G_D + G_Dᴴ off the diagonal,
-    np.einsum("ii->i", a)[...] = a.diagonal().real                  # X_jj = 2 G_jj
+    mirror_lower(a)             # X = G_D + G_Dᴴ; its diagonal, 2 G_jj, made real
     Db.stored[...] = a          # Hermitian: the same array in either stored form
 
 

@@ -14,7 +14,7 @@ turn into NaN.
 import numpy as np
 
 from ._threads import parallel_map
-from ._triangles import herm, lower_mask, strict_upper_mask
+from ._triangles import herm, lower_mask, mirror_lower, phi_lower, strict_upper_mask
 
 __all__ = ["STRIP", "PARALLEL_N", "copy_triangle", "phi", "hermitian_fill", "strips"]
 
@@ -73,11 +73,8 @@ def phi(a, lower, workers):
     v = _lower_view(a, lower)
 
     def strip(i0, i1):
-        d = v[i0:i1, i0:i1]
-        np.copyto(d, 0, where=strict_upper_mask(i1 - i0))
+        phi_lower(v[i0:i1, i0:i1])
         v[i0:i1, i1:] = 0
-        diag = np.einsum("ii->i", d)
-        diag[...] = diag.real * 0.5
 
     strips(strip, v.shape[0], workers)
 
@@ -96,13 +93,6 @@ def hermitian_fill(a, lower, workers, off_scale=1.0, diag_scale=1.0):
         if off_scale != 1.0:
             below *= off_scale
         v[:i0, i0:i1] = herm(below)
-        d = v[i0:i1, i0:i1]
-        diag = np.einsum("ii->i", d)
-        values = diag.real * diag_scale
-        if off_scale != 1.0:
-            d *= off_scale              # its upper triangle is overwritten next
-        # The mirror image by a masked copy: 3-5× faster than tril + add (N = 100-256).
-        np.copyto(d, herm(d), where=strict_upper_mask(i1 - i0))
-        diag[...] = values
+        mirror_lower(v[i0:i1, i0:i1], off_scale, diag_scale)
 
     strips(strip, v.shape[0], workers)

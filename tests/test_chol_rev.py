@@ -123,8 +123,11 @@ def test_the_diagonal_kernels_refuse_what_they_cannot_address():
     X = _kernel.work_copy(np.tril(rng.standard_normal((16, 16))))
     read_only = X.copy(order="F")
     read_only.flags.writeable = False
+    raw = np.zeros(X.nbytes + 8, np.uint8)
+    misaligned = raw[1:1 + X.nbytes].view(np.float64).reshape(16, 16).T   # Fortran-ordered
+    misaligned[...] = X
     for bad in (np.ascontiguousarray(X), X[::2, ::2], X[:8], X[:, :8], X.astype(np.float32),
-                X.astype(np.int64), np.asfortranarray(X[None]), read_only):
+                X.astype(np.int64), np.asfortranarray(X[None]), read_only, misaligned):
         for fn in (_kernel.level2_rev, _kernel.level2_fwd):
             before = bad.copy()
             with pytest.raises(ValueError, match="internal error: a diagonal kernel"):
