@@ -28,7 +28,7 @@ block (D and the block of the swept array: :func:`work_copy`), which
 Reverse (:func:`rev`): on entry the block ``Db`` holds D̄ in its logical
 lower triangle (anything above); on exit the *whole* block holds the
 Hermitian X = G_D + G_Dᴴ, G_D the block's gradient, which the sweep's
-update of R̄ needs; the sweep then reduces it to Φ(X) = G_D.
+update of R̄ needs; Φ(X) = G_D is taken once the whole sweep is done.
 
 Forward (:func:`fwd`): on entry the block holds Ż in its logical lower
 triangle; on exit Ḋ = D Φ(D⁻¹ Ż D⁻ᴴ), lower triangular, zeros above.

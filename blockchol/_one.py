@@ -64,14 +64,12 @@ def _compute(plan, stored_L, transposed, X, out):
             _closed.lower_product(Lm, A, nb)                    # Lᴴ L̄, lower triangle
             hermitian_fill(out, lower, workers)                 # M = P + Pᴴ, P = Φ(Lᴴ L̄)
             _closed.rev_solves(Lm, A)                           # X = L⁻ᴴ M L⁻¹
-            if plan.symmetric:
-                hermitian_fill(out, lower, workers, 0.5, 0.5)   # S = ½ X
-            else:
-                phi(out, lower, workers)                        # G = Φ(X)
         else:
-            _sweep.rev_sweep(Lm, A, nb)                         # G
-            if plan.symmetric:
-                hermitian_fill(out, lower, workers, 0.5, 1.0)   # S from G
+            _sweep.rev_sweep(Lm, A, nb)                         # X, lower triangle
+        if plan.symmetric:
+            hermitian_fill(out, lower, workers, 0.5, 0.5)       # S = ½ X
+        else:
+            phi(out, lower, workers)                            # G = Φ(X)
     elif closed:
         hermitian_fill(out, lower, workers)                     # K̇, Hermitian
         _closed.fwd_solves(Lm, A)                               # X = L⁻¹ K̇ L⁻ᴴ

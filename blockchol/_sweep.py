@@ -15,6 +15,19 @@ differentiates them from the first to the last.  Almost all flops are in
 the gemms, 2N³/3 in either direction: twice the factorization's N³/3.
 The diagonal blocks go to the kernels of :mod:`._kernel`.
 
+The forward sweep is that loop over blocks of ``block_size`` columns.  The
+reverse sweep is the same sweep with two blocks, the second and the first
+half of the matrix, whose diagonal blocks are swept the same way in turn,
+down to blocks of ``block_size`` columns: the leaves, on the loop's grid,
+go to the kernel.  The arithmetic is the loop's, only with each block's
+updates to the columns on its left gathered into one product per half
+instead of one per block, so the products come in the largest shapes
+(LAPACK's ``?potrf2`` factors by the same halving): 0.86-0.99× the loop's
+median time at N = 2000-4000, a tie up to N = 1000, and 0.87× its error on
+average (notes.md, "The reverse sweep in halves").  The forward sweep in
+halves was slower (its two triangular products are each split down to the
+leaves), so it keeps the loop.
+
 The sweep reuses the symmetry of its intermediate results, which is where
 its flops are saved and also where, on ill-conditioned factors (GP kernel
 matrices with small jitter), it loses accuracy against the closed form of
@@ -23,38 +36,65 @@ matrices with small jitter), it loses accuracy against the closed form of
 
 from . import _kernel
 from ._operands import gemm, trsm
-from ._passes import phi
+from ._triangles import herm
 
 __all__ = ["rev_sweep", "fwd_sweep", "default_block_size"]
 
 
 def rev_sweep(L, A, block_size):
-    """Overwrite ``A`` (a :class:`~._operands.Matrix`) with the triangular gradient G, in place.
+    """Overwrite ``A`` (a :class:`~._operands.Matrix`) with X = G + Gᴴ over its lower triangle, in place.
 
     On entry ``A`` holds L̄ = ∂f/∂L in its logical lower triangle and zeros
-    above it; on exit, G = ∂f/∂K over the lower triangle, zeros above.
-    Last block to first::
-
-        C̄ ← C̄ D⁻¹                      (trsm)
-        B̄ ← B̄ − C̄ R                    (gemm)
-        D̄ ← D̄ − C̄ᴴ C                   (gemm; only its lower triangle is read)
-        D̄ ← X = G_D + G_Dᴴ             (diagonal kernel)
-        R̄ ← R̄ − C̄ᴴ B − X R             (one gemm: [X; C̄]ᴴ [R; B])
-        D̄ ← Φ(X) = G_D
+    above it; on exit its lower triangle holds X, G = ∂f/∂K = Φ(X) (the
+    diagonal of X is 2 G_jj), and its strict upper triangle anything.
     """
-    n = L.rows
-    for j in range((n - 1) // block_size * block_size, -1, -block_size):
-        k = min(j + block_size, n)
-        R, D, B, C = L.partition(j, k)
-        Rb, Db, Bb, Cb = A.partition(j, k)
-        if k < n:
-            trsm("R", D, "N", Cb)                           # C̄ ← C̄ D⁻¹
-            gemm(-1.0, Cb, "N", R, "N", 1.0, Bb)            # B̄ ← B̄ − C̄ R
-            gemm(-1.0, Cb, "C", C, "N", 1.0, Db)            # D̄ ← D̄ − C̄ᴴ C
-        _kernel.rev(D, Db)                                  # D̄ ← X
-        if j:
-            gemm(-1.0, A.block(j, n, j, k), "C", L.block(j, n, 0, j), "N", 1.0, Rb)
-        phi(Db.stored, not Db.upper, 1)                     # D̄ ← Φ(X)
+    _rev(L, A, 0, L.rows, block_size, False)
+
+
+def _rev(L, A, j, n, nb, whole):
+    """A[j:n, j:n] ← X of the diagonal block [j, n) swept on its own (``whole``: both triangles).
+
+    The reverse sweep with the two blocks [h, n) and [j, h), last first::
+
+        block [h, n), R = L[h:n, j:h]:
+            D̄ ← X                       (the sweep of [h, n))
+            R̄ ← R̄ − X R                 (gemm; no B, no C below the last block)
+        block [j, h), C = R, C̄ = R̄ (no R, no B left of the first block):
+            C̄ ← C̄ D⁻¹                   (trsm)
+            D̄ ← D̄ − C̄ᴴ C               (its lower triangle only)
+            D̄ ← X                       (the sweep of [j, h))
+
+    The leaves, blocks of at most ``nb`` columns, are the kernel's.
+    """
+    blocks = -(-(n - j) // nb)
+    if blocks == 1:
+        _kernel.rev(L.block(j, n, j, n), A.block(j, n, j, n))       # X, both triangles
+        return
+    h = j + blocks // 2 * nb
+    R, Rb = L.block(h, n, j, h), A.block(h, n, j, h)
+    _rev(L, A, h, n, nb, True)                                      # D̄ ← X, whole: gemm reads it
+    gemm(-1.0, A.block(h, n, h, n), "N", R, "N", 1.0, Rb)           # R̄ ← R̄ − X R
+    trsm("R", L.block(j, h, j, h), "N", Rb)                         # C̄ ← C̄ D⁻¹
+    _minus_lower_product(L, A, h, n, j, h, nb)                      # D̄ ← D̄ − C̄ᴴ C
+    _rev(L, A, j, h, nb, whole)                                     # D̄ ← X
+    if whole:
+        A.block(j, h, h, n).stored[...] = herm(Rb.stored)           # X above: C̄ᴴ (C̄ = G's block)
+
+
+def _minus_lower_product(L, A, r0, r1, p, q, nb):
+    """A[p:q, p:q] ← A[p:q, p:q] − Āᴴ L on its lower triangle, Ā, L the rows [r0, r1), columns [p, q).
+
+    Split in halves on the leaves' grid, down to a leaf: its square product
+    writes junk above its diagonal, which its kernel overwrites.
+    """
+    blocks = -(-(q - p) // nb)
+    if blocks == 1:
+        gemm(-1.0, A.block(r0, r1, p, q), "C", L.block(r0, r1, p, q), "N", 1.0, A.block(p, q, p, q))
+        return
+    m = p + blocks // 2 * nb
+    gemm(-1.0, A.block(r0, r1, m, q), "C", L.block(r0, r1, p, m), "N", 1.0, A.block(m, q, p, m))
+    _minus_lower_product(L, A, r0, r1, p, m, nb)
+    _minus_lower_product(L, A, r0, r1, m, q, nb)
 
 
 def fwd_sweep(L, T, block_size):

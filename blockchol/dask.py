@@ -406,7 +406,7 @@ def _rev_closed(g, Lp, Bp):
 
 
 def _rev_sweep(g, Lp, Bp):
-    """The blocked reverse sweep with tiles as blocks (_sweep.rev_sweep, tile by tile).
+    """The blocked reverse sweep with tiles as blocks (the loop of notes.md section 1, tile by tile).
 
     Step J (last to first) with R = L[J, :J], D = L_JJ, B = L[J+1:, :J],
     C = L[J+1:, J]:  C̄ ← C̄ D⁻¹;  B̄ ← B̄ − C̄ R;  D̄ ← D̄ − C̄ᴴ C;
