@@ -51,13 +51,13 @@ def rev_sweep(L, A, block_size):
     _rev(L, A, 0, L.rows, block_size, False)
 
 
-def _rev(L, A, j, n, nb, whole):
-    """A[j:n, j:n] ← X of the diagonal block [j, n) swept on its own (``whole``: both triangles).
+def _rev(L, A, j, k, nb, whole):
+    """A[j:k, j:k] ← X of the diagonal block [j, k) swept on its own (``whole``: both triangles).
 
-    The reverse sweep with the two blocks [h, n) and [j, h), last first::
+    The reverse sweep with the two blocks [h, k) and [j, h), last first::
 
-        block [h, n), R = L[h:n, j:h]:
-            D̄ ← X                       (the sweep of [h, n))
+        block [h, k), R = L[h:k, j:h]:
+            D̄ ← X                       (the sweep of [h, k))
             R̄ ← R̄ − X R                 (gemm; no B, no C below the last block)
         block [j, h), C = R, C̄ = R̄ (no R, no B left of the first block):
             C̄ ← C̄ D⁻¹                   (trsm)
@@ -66,19 +66,19 @@ def _rev(L, A, j, n, nb, whole):
 
     The leaves, blocks of at most ``nb`` columns, are the kernel's.
     """
-    blocks = -(-(n - j) // nb)
+    blocks = -(-(k - j) // nb)
     if blocks == 1:
-        _kernel.rev(L.block(j, n, j, n), A.block(j, n, j, n))       # X, both triangles
+        _kernel.rev(L.block(j, k, j, k), A.block(j, k, j, k))       # X, both triangles
         return
     h = j + blocks // 2 * nb
-    R, Rb = L.block(h, n, j, h), A.block(h, n, j, h)
-    _rev(L, A, h, n, nb, True)                                      # D̄ ← X, whole: gemm reads it
-    gemm(-1.0, A.block(h, n, h, n), "N", R, "N", 1.0, Rb)           # R̄ ← R̄ − X R
+    R, Rb = L.block(h, k, j, h), A.block(h, k, j, h)
+    _rev(L, A, h, k, nb, True)                                      # D̄ ← X, whole: gemm reads it
+    gemm(-1.0, A.block(h, k, h, k), "N", R, "N", 1.0, Rb)           # R̄ ← R̄ − X R
     trsm("R", L.block(j, h, j, h), "N", Rb)                         # C̄ ← C̄ D⁻¹
-    _minus_lower_product(L, A, h, n, j, h, nb)                      # D̄ ← D̄ − C̄ᴴ C
+    _minus_lower_product(L, A, h, k, j, h, nb)                      # D̄ ← D̄ − C̄ᴴ C
     _rev(L, A, j, h, nb, whole)                                     # D̄ ← X
     if whole:
-        A.block(j, h, h, n).stored[...] = herm(Rb.stored)           # X above: C̄ᴴ (C̄ = G's block)
+        A.block(j, h, h, k).stored[...] = herm(Rb.stored)           # X above: C̄ᴴ (C̄ = G's block)
 
 
 def _minus_lower_product(L, A, r0, r1, p, q, nb):

@@ -11,7 +11,6 @@ the gradient for the well-conditioned matrices used here (measured
 which shows up at O(1).
 """
 
-import threading
 
 import numpy as np
 import pytest
