@@ -84,7 +84,7 @@ def hermitian_fill(a, lower, workers, off_scale=1.0, diag_scale=1.0):
 
     With both scales 1 this is P + Pᴴ from the triangle of P's source
     (Lᴴ L̄ below the diagonal, whose real diagonal is that of P + Pᴴ); with
-    ½, ½ it is the symmetric gradient S from X; with ½, 1 it is S from G.
+    ½, ½ it is the symmetric gradient S from X.
     """
     v = _lower_view(a, lower)
 

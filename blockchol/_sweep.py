@@ -66,11 +66,10 @@ def _rev(L, A, j, k, nb, whole):
 
     The leaves, blocks of at most ``nb`` columns, are the kernel's.
     """
-    blocks = -(-(k - j) // nb)
-    if blocks == 1:
+    h = _middle(j, k, nb)
+    if h is None:
         _kernel.rev(L.block(j, k, j, k), A.block(j, k, j, k))       # X, both triangles
         return
-    h = j + blocks // 2 * nb
     R, Rb = L.block(h, k, j, h), A.block(h, k, j, h)
     _rev(L, A, h, k, nb, True)                                      # D̄ ← X, whole: gemm reads it
     gemm(-1.0, A.block(h, k, h, k), "N", R, "N", 1.0, Rb)           # R̄ ← R̄ − X R
@@ -87,14 +86,19 @@ def _minus_lower_product(L, A, r0, r1, p, q, nb):
     Split in halves on the leaves' grid, down to a leaf: its square product
     writes junk above its diagonal, which its kernel overwrites.
     """
-    blocks = -(-(q - p) // nb)
-    if blocks == 1:
+    m = _middle(p, q, nb)
+    if m is None:
         gemm(-1.0, A.block(r0, r1, p, q), "C", L.block(r0, r1, p, q), "N", 1.0, A.block(p, q, p, q))
         return
-    m = p + blocks // 2 * nb
     gemm(-1.0, A.block(r0, r1, m, q), "C", L.block(r0, r1, p, m), "N", 1.0, A.block(m, q, p, m))
     _minus_lower_product(L, A, r0, r1, p, m, nb)
     _minus_lower_product(L, A, r0, r1, m, q, nb)
+
+
+def _middle(j, k, nb):
+    """Where [j, k) is halved: after the first ⌊b/2⌋ of its b blocks of nb columns (None when b = 1)."""
+    blocks = -(-(k - j) // nb)
+    return None if blocks == 1 else j + blocks // 2 * nb
 
 
 def fwd_sweep(L, T, block_size):
