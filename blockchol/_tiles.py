@@ -22,6 +22,7 @@ import numpy as np
 from . import _kernel, _small
 from . import chol_fwd as _chol_fwd, chol_rev as _chol_rev
 from ._blas import routines
+from ._triangles import phi_lower
 
 N, C = 0, 2
 _OP = {N: "N", C: "C"}
@@ -228,9 +229,8 @@ def rev_kernel(d, d_bar):
         return np.asfortranarray(_chol_rev(d, d_bar, method="sweep", check_finite=False))
     a = np.tril(d_bar).astype(np.result_type(d, d_bar), order="F")
     _kernel.level2_rev(_kernel.work_copy(d, a.dtype), a)   # strict lower: G's; diagonal: 2 G_jj
-    g = np.asfortranarray(np.tril(a))
-    np.fill_diagonal(g, 0.5 * np.diagonal(a).real)
-    return g
+    phi_lower(a)                                           # G_D
+    return a
 
 
 def fwd_kernel(d, z):
