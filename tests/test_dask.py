@@ -448,7 +448,8 @@ def test_distributed_cluster_with_memory_limits_below_one_matrix():
 
 
 def test_demo_graph_matches_the_in_core_demo():
-    from blockchol import _dask_demo, demo
+    from blockchol import demo
+    from blockchol.demo import _dask as _dask_demo
     X, y, _, _ = _dask_demo.synthetic(90, 2, seed=3)
     theta = _dask_demo.start_point(X, y)
     f_core, g_core = demo.log_lik_and_grad(theta, X, y)

@@ -19,10 +19,10 @@ transpose (the transpose for real dtypes).
 
 import numpy as np
 
-from . import _kernel, _small
-from . import chol_fwd as _chol_fwd, chol_rev as _chol_rev
-from ._blas import routines
-from ._triangles import phi_lower
+from .. import _kernel, _small
+from .. import chol_fwd as _chol_fwd, chol_rev as _chol_rev
+from .._blas import routines
+from .._triangles import phi_lower
 
 N, C = 0, 2
 _OP = {N: "N", C: "C"}

@@ -3,7 +3,7 @@
     python -m blockchol.demo --dask                   # LocalCluster, N = 10000
     python -m blockchol.demo --dask --n 20000
     python -m blockchol.demo --dask tcp://host:8786   # a running cluster
-    python -m blockchol._dask_demo --help             # the extra options (tiles, method, ...)
+    python -m blockchol.demo._dask --help             # the extra options (tiles, method, ...)
 
 The model is the demo's (blockchol/demo.py): ARD squared-exponential kernel
 plus noise, theta = log(ell_1..ell_D, sf2, sn2), evaluated once at the
@@ -39,7 +39,7 @@ import warnings
 
 import numpy as np
 
-from . import demo
+import blockchol.demo as demo
 
 DEFAULT_N = 10000
 DEFAULT_TILE = 1000
@@ -331,7 +331,7 @@ def _usable_cores():
 
 
 def parser():
-    p = argparse.ArgumentParser(prog="python -m blockchol._dask_demo",
+    p = argparse.ArgumentParser(prog="python -m blockchol.demo._dask",
                                 description="The GP log likelihood and gradient on dask, "
                                             "every N×N object a dask array.")
     p.add_argument("address", nargs="?", default="",

@@ -534,7 +534,7 @@ def run(args):
 def main(argv=None):
     args = parse_args(argv)
     if args.dask is not None:                  # --dask: blockchol/_dask_demo.py
-        from ._dask_demo import from_demo
+        from ._dask import from_demo
         return from_demo(args)
     try:
         with threadpool_limits(args.threads):      # None: leave the pools as they are
@@ -542,6 +542,3 @@ def main(argv=None):
     except DemoError as e:
         raise SystemExit("blockchol-demo: error: %s" % e) from None
 
-
-if __name__ == "__main__":
-    main()

@@ -46,7 +46,7 @@ except ImportError as error:     # pragma: no cover - exercised in a subprocess 
     raise ImportError("blockchol.dask needs dask: pip install 'blockchol[dask]'") from error
 
 from . import _tiles
-from ._validation import as_input_array, result_dtype
+from .._validation import as_input_array, result_dtype
 from ._tiles import C, N
 
 __all__ = ["chol_rev", "chol_fwd", "METHODS"]

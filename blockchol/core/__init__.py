@@ -1,0 +1,1 @@
+"""The core: numpy and the BLAS that scipy ships."""

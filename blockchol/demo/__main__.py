@@ -1,0 +1,5 @@
+"""``python -m blockchol.demo``: the GP demonstration (see :mod:`blockchol.demo`)."""
+
+from . import main
+
+main()
