@@ -1,0 +1,101 @@
+"""Every tuning threshold of blockchol, in one table.
+
+Each constant picks between two ways of computing the same result; none
+changes a result beyond rounding.  Each line says what the constant
+decides and why it has its value; the measurement behind it is in the
+section of notes.md named in brackets.  A constant that serves a single
+dtype × size cell is kept only where a side-by-side measurement shows that
+it pays.  Sizes are matrix orders N.
+"""
+
+__all__ = [
+    "SMALL_N", "STACK_MAX_N", "TINY_N", "PER_MATRIX_N", "BASE",
+    "AUTO_SWEEP_N", "AUTO_SWEEP_KAPPA", "CLOSED_BLOCK", "sweep_block_size", "stack_sweep_block_size",
+    "PARALLEL_N", "STRIP", "MIN_WORKER_FLOPS", "CHUNK_BYTES", "BATCH_LAST_CHUNK_BYTES",
+    "TORCH_CROSSOVER_N", "TORCH_SOLVE_CROSSOVER_N", "TORCH_SINGLE_THREAD_N", "JAX_CROSSOVER_N",
+]
+
+# --- which path serves a call ------------------------------------------------------------
+
+#: Single matrices up to this order take the closed form in a dozen whole-array calls,
+#: skipping blocks, strips and operand objects: 3x faster than the blocked path at
+#: N = 4-20 and 1.35x at 64, slower from N = 100 [notes: Design, "Paths"].
+SMALL_N = 64
+#: Stacks of matrices up to this order are computed a chunk of matrices per numpy
+#: operation; larger ones one matrix at a time, which keeps a multithreaded BLAS busy
+#: [notes: Design, "Stacks"].
+STACK_MAX_N = 256
+#: Stacks up to this order take the reverse closed form with the matrix index last (no
+#: BLAS calls, a vector operation per step over the whole chunk): 1.4-2.6x faster than
+#: the other stacked forms up to these orders, slower beyond [notes: Design, "Stacks"].
+TINY_N = {"real": 20, "complex": 10}
+#: From this order a stack's closed-form products and solves go to BLAS one matrix at a
+#: time; below, stacked numpy substitution is faster [notes: Design, "Stacks"].
+PER_MATRIX_N = 21
+#: Rows of the explicitly inverted diagonal blocks in the stacked triangular solves:
+#: 2-wide blocks stayed within 1.8x of substitution's error on GP kernel matrices, 4-wide
+#: ones lost up to 47x [notes: Accuracy].
+BASE = 2
+
+# --- which method, which blocks ----------------------------------------------------------
+
+#: method="auto" takes the sweep for single matrices from this order; below it the
+#: closed form is as fast or faster [notes: Accuracy, "The auto switch"].
+AUTO_SWEEP_N = 500
+#: ... when LAPACK's estimate of κ₁(L) is at most this: below it the sweep stayed within
+#: 2x of the closed form's error, above 3000 it lost 7-10⁵x [notes: Accuracy, "The auto switch"].
+AUTO_SWEEP_KAPPA = 1000.0
+#: Row-block height of the closed form's triangular products [notes: Design, "Products"].
+CLOSED_BLOCK = 256
+
+
+def sweep_block_size(n):
+    """Block width of the single-matrix sweeps: one block to 128, then 64 to 1000, then 128.
+
+    A block is one diagonal kernel call, one Python step per column, so
+    small matrices are one block; larger blocks make the gemms larger but
+    the kernel's level-2 work grows with them [notes: Design, "Block sizes"].
+    """
+    if n <= 128:
+        return max(n, 1)
+    return 64 if n <= 1000 else 128
+
+
+def stack_sweep_block_size(n):
+    """Block width of the stacked sweeps [notes: Design, "Stacks"]."""
+    if n <= 16:
+        return n
+    return 16 if n <= 48 else 32 if n <= 160 else 64
+
+
+# --- threads and memory ------------------------------------------------------------------
+
+#: From this order the memory-bound passes over a whole matrix (Φ, fills, checks) run
+#: on worker threads: serial, they capped the 1 -> 2 thread speed-up of the sweep at
+#: N = 4000 at 1.65-1.71x [notes: Design, "Threads"].
+PARALLEL_N = 1024
+#: Rows per strip of those passes: temporaries stay at O(N · STRIP) [notes: Design, "Threads"].
+STRIP = 256
+#: A stack is shared among worker threads only in pieces of at least this much work
+#: (count · N³): below it, handing work to a thread costs more than it saves.
+MIN_WORKER_FLOPS = 1 << 20
+#: Bytes per matrix array of a stacked chunk: a chunk that stays in cache [notes: Design, "Stacks"].
+CHUNK_BYTES = 2 * 1024 * 1024
+#: The same for the matrix-index-last form, whose every step is one vector operation over
+#: the chunk: there fewer, larger chunks win [notes: Design, "Stacks"].
+BATCH_LAST_CHUNK_BYTES = 8 * 1024 * 1024
+
+# --- the framework adapters --------------------------------------------------------------
+
+#: blockchol.torch: below these orders (by dtype name) a matrix goes to torch's own
+#: derivative rules, which are faster there [notes: Frameworks, "torch crossovers"].
+TORCH_CROSSOVER_N = {"float64": 1024, "complex128": 2048, "float32": 1536, "complex64": 2048}
+#: blockchol.torch.cholesky_solve: from this order its O(N² k) backward beats torch's
+#: O(N³) one despite ~0.1 ms of Python [notes: Frameworks, "torch crossovers"].
+TORCH_SOLVE_CROSSOVER_N = 256
+#: blockchol.torch: below this order blockchol runs single-threaded, which avoids waiting
+#: for torch's spinning threads to yield the cores [notes: Frameworks, "torch crossovers"].
+TORCH_SINGLE_THREAD_N = 1024
+#: blockchol.jax: below these orders (by dtype name) jax's own derivative rule is faster
+#: than a host call into blockchol [notes: Frameworks, "jax crossovers"].
+JAX_CROSSOVER_N = {"float64": 512, "complex128": 512, "float32": 1024, "complex64": 1024}
