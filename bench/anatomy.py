@@ -71,7 +71,7 @@ def _sweep(L, Lb, nb, kernel, in64=()):
                            else A[j:k, j:k] - np.tril(Cb.T @ C))                   # D̄ − C̄ᵀC
         Dk, Db = (f64(D), f64(A[j:k, j:k])) if "kernel" in in64 else (D, A[j:k, j:k])
         if kernel == "level-2":
-            g = ref.level2_rev(Dk, Db, dtype=Dk.dtype)
+            g = ref.sweep_rev(Dk, Db, dtype=Dk.dtype)
             X = g + g.T
         else:
             P = _phi(Dk.T @ np.tril(Db))
@@ -89,8 +89,8 @@ def _sweep(L, Lb, nb, kernel, in64=()):
 def operations(b):
     ops = ("trsm", "gemm B", "syrk", "kernel", "gemm R", "state")
     for kernel_family, n, jitter in CASES:
-        K, L, Lb = ref.kernel_problem(kernel_family, n, jitter)
-        truth = ref.symbolic_rev(L, Lb, dtype=LD)
+        K, L, Lb = ref.covariance_problem(kernel_family, n, jitter)
+        truth = ref.closed_rev(L, Lb, dtype=LD)
         case = "%s %d %g" % (kernel_family, n, jitter)
         for kernel, nb in (("level-2", 1), ("level-2", 64), ("closed form", 64)):
             row = "%s kernel, nb=%d" % (kernel, nb)
@@ -145,8 +145,8 @@ def _symmetric_solve(L, M):
 def formulations(b):
     for kernel_family, n, jitter in CASES:
         for cotangent in ("random", "gp"):
-            K, L, Lb = ref.kernel_problem(kernel_family, n, jitter, cotangent=cotangent)
-            truth = ref.symbolic_rev(L, Lb, dtype=LD)
+            K, L, Lb = ref.covariance_problem(kernel_family, n, jitter, cotangent=cotangent)
+            truth = ref.closed_rev(L, Lb, dtype=LD)
             errors = {name: _fro(G, truth) for name, G in _forms(L, Lb).items()}
             base = next(iter(errors.values()))
             for name, err in errors.items():
@@ -190,9 +190,9 @@ def kernels(b):
     own = _kernel.rev
     for kernel_family, n, jitter in cases:
         for cotangent in ("random", "gp"):
-            K, L, Lb = ref.kernel_problem(kernel_family, n, jitter, cotangent=cotangent, seed=0)
-            truth = ref.symbolic_rev(L, Lb, dtype=LD)
-            level2 = ref.typical_error(lambda X: ref.level2_rev(L, X), Lb, truth)
+            K, L, Lb = ref.covariance_problem(kernel_family, n, jitter, cotangent=cotangent, seed=0)
+            truth = ref.closed_rev(L, Lb, dtype=LD)
+            level2 = ref.typical_error(lambda X: ref.sweep_rev(L, X), Lb, truth)
             case = "%s %d %g, %s L̄" % (kernel_family, n, jitter, cotangent)
             for name, kernel in (("level-2 (blockchol)", own), ("?sygst", sygst_kernel),
                                  ("closed form", closed_kernel)):

@@ -4,7 +4,7 @@ The ``dask`` suite of ``python -m bench`` (its one timing loop, its records);
 ``python -m bench.dask_suite --model`` prints the performance model of
 notes.md.  Float64, well-conditioned problems (K = A Aᵀ/N + 0.1 I, L̄ random
 lower triangular), every answer checked against
-:func:`blockchol.reference.symbolic_rev`:
+:func:`blockchol.reference.closed_rev`:
 
 * threaded scheduler: the tiled ``blockchol.dask.chol_rev`` (one worker
   thread per core, BLAS single-threaded inside the tasks) against the

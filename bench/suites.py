@@ -1,7 +1,7 @@
 """The suites: cases as plain data, the implementations they time, the references they check against.
 
 Every row is checked against an independent form: the reverse derivatives
-against :func:`blockchol.reference.symbolic_rev` (scipy's triangular
+against :func:`blockchol.reference.closed_rev` (scipy's triangular
 solves), per matrix for stacks; the factorization by its reconstruction;
 gemm against numpy's product.  Peers (torch, jax, GPy) are timed on their
 own backward only: the forward graph, the jit compilation and the
@@ -123,11 +123,11 @@ PEER_REV = {"torch": torch_rev, "jax": jax_rev}
 
 
 def rev_check(L, Lb, tol):
-    """check(name, output) against symbolic_rev, per matrix; peers' outputs converted to G."""
+    """check(name, output) against closed_rev, per matrix; peers' outputs converted to G."""
     if L.ndim == 2:
-        expected = ref.symbolic_rev(L, Lb)
+        expected = ref.closed_rev(L, Lb)
     else:
-        expected = np.stack([ref.symbolic_rev(L[i], Lb[i]) for i in range(len(L))])
+        expected = np.stack([ref.closed_rev(L[i], Lb[i]) for i in range(len(L))])
 
     def check(name, out):
         out = triangular(np.asarray(out)) if name in PEER_REV else np.asarray(out)
@@ -234,13 +234,13 @@ def accuracy(b):
     """Issue 8's table: relative errors against the long-double truth, every method, same matrices."""
     torch, jax = _peer("torch"), _peer("jax")
     for kernel, n, jitter in ACCURACY:
-        K, L, Lb = ref.kernel_problem(kernel, n, jitter)
+        K, L, Lb = ref.covariance_problem(kernel, n, jitter)
         row = _errors(K, L, Lb, torch, jax, worst=True)
         for impl, err in row.items():
             b.record("accuracy", "%s %d %g" % (kernel, n, jitter), impl, error=err,
                      cond=float(np.linalg.cond(K)))
     for jitter in JITTERS[::2] if b.quick else JITTERS:
-        K, L, Lb = ref.kernel_problem("rbf", 200, jitter)
+        K, L, Lb = ref.covariance_problem("rbf", 200, jitter)
         cond = float(np.linalg.cond(K))
         for impl, err in _errors(K, L, Lb, torch, jax, worst=False).items():
             b.record("accuracy-cond", "rbf 200 %g" % jitter, impl, error=err, cond=cond)
@@ -252,7 +252,7 @@ def _fro(a, truth):
 
 
 def _errors(K, L, Lb, torch, jax, worst):
-    truth = ref.symbolic_rev(L, Lb, dtype=np.longdouble)
+    truth = ref.closed_rev(L, Lb, dtype=np.longdouble)
     row = {"chol_rev (closed)": _fro(blockchol.chol_rev(L, Lb), truth),
            "chol_rev sweep": _fro(blockchol.chol_rev(L, Lb, method="sweep"), truth)}
     if worst:
@@ -261,24 +261,24 @@ def _errors(K, L, Lb, torch, jax, worst):
         nb = max(errs, key=errs.get)
         row["sweep, worst block size"] = errs[nb]
         row["worst block size"] = nb
-    row["level-2 sweep"] = _fro(ref.level2_rev(L, Lb), truth)
+    row["level-2 sweep"] = _fro(ref.sweep_rev(L, Lb), truth)
     gpy = _peer("GPy.util.choleskies")
     if gpy is not None:
         row["GPy"] = _fro(gpy_rev(L, Lb)(), truth)
-    row["closed form, float64"] = _fro(ref.symbolic_rev(L, Lb), truth)
+    row["closed form, float64"] = _fro(ref.closed_rev(L, Lb), truth)
     # torch and jax factor K themselves: their errors are against the truth from their factor.
     if torch is not None:
         Kt = torch.from_numpy(K.copy()).requires_grad_()
         Lt = torch.linalg.cholesky(Kt)
         S = torch.autograd.grad(Lt, Kt, torch.from_numpy(Lb))[0].numpy()
-        row["torch"] = _fro(triangular(S), ref.symbolic_rev(Lt.detach().numpy(), Lb,
+        row["torch"] = _fro(triangular(S), ref.closed_rev(Lt.detach().numpy(), Lb,
                                                             dtype=np.longdouble))
     if jax is not None:
         import jax.numpy as jnp
         with jax.enable_x64(True):
             Lj, vjp = jax.vjp(jnp.linalg.cholesky, jnp.asarray(K))
             S = np.asarray(vjp(jnp.asarray(Lb))[0])
-        row["jax"] = _fro(triangular(S), ref.symbolic_rev(np.asarray(Lj), Lb, dtype=np.longdouble))
+        row["jax"] = _fro(triangular(S), ref.closed_rev(np.asarray(Lj), Lb, dtype=np.longdouble))
     return row
 
 

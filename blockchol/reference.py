@@ -5,15 +5,15 @@ their arguments.  They favour clarity over speed and are what the fast code
 in :mod:`blockchol` is checked against:
 
 * :func:`smith_rev` -- the scalar triple loop of Smith (1995), real only;
-* :func:`level2_rev` -- the same sweep one column at a time with vector
+* :func:`sweep_rev` -- the same sweep one column at a time with vector
   operations (Murray 2016, "chol_unblocked_rev");
-* :func:`symbolic_rev` -- the closed form Φ(L⁻ᴴ (P + Pᴴ) L⁻¹), P = Φ(Lᴴ L̄);
-* :func:`symbolic_fwd` -- the forward derivative L Φ(L⁻¹ K̇ L⁻ᴴ).
+* :func:`closed_rev` -- the closed form Φ(L⁻ᴴ (P + Pᴴ) L⁻¹), P = Φ(Lᴴ L̄);
+* :func:`closed_fwd` -- the forward derivative L Φ(L⁻¹ K̇ L⁻ᴴ).
 
 The reverse forms return the triangular gradient G (Smith/Murray/GPy
 convention): df = Re Σ_{i≥j} conj(G_ij) dK_ij.
 
-:func:`kernel_problem` makes the matrices users actually factor -- RBF and
+:func:`covariance_problem` makes the matrices users actually factor -- RBF and
 Matérn-5/2 kernel matrices of sorted (time-series) or unsorted 1-D inputs
 with a small jitter -- on which the sweeps lose accuracy and random
 matrices without kernel structure hide it.
@@ -29,8 +29,8 @@ N = 500.
 import numpy as np
 from scipy.linalg import solve_triangular
 
-__all__ = ["smith_rev", "level2_rev", "symbolic_rev", "symbolic_fwd", "phi",
-           "hermitian_from_lower", "KERNELS", "kernel_problem", "relative_error", "typical_error"]
+__all__ = ["smith_rev", "sweep_rev", "closed_rev", "closed_fwd", "phi",
+           "hermitian_from_lower", "COVARIANCES", "covariance_problem", "relative_error", "typical_error"]
 
 
 def phi(x):
@@ -62,7 +62,7 @@ def smith_rev(L, L_bar):
     """
     Lw, A = _work_copy(L, L_bar)
     if np.iscomplexobj(A):
-        raise TypeError("smith_rev is the real-valued scalar loop; use level2_rev for complex")
+        raise TypeError("smith_rev is the real-valued scalar loop; use sweep_rev for complex")
     n = A.shape[0]
     l = Lw.tolist()
     a = A.tolist()
@@ -81,7 +81,7 @@ def smith_rev(L, L_bar):
     return np.array(a, dtype=A.dtype).reshape(n, n)
 
 
-def level2_rev(L, L_bar, dtype=None):
+def sweep_rev(L, L_bar, dtype=None):
     """Murray's unblocked reverse sweep: one column at a time, right to left.
 
     With r, d, B, c the row left of, the pivot of, the block below-left of
@@ -130,7 +130,7 @@ def _solve_lower(L, B, adjoint=False):
     return X
 
 
-def symbolic_rev(L, L_bar, dtype=None):
+def closed_rev(L, L_bar, dtype=None):
     """The closed form Φ(L⁻ᴴ (P + Pᴴ) L⁻¹) with P = Φ(Lᴴ L̄) (Murray 2016, eq. 10).
 
     Two full triangular solves, Y = L⁻ᴴ (P + Pᴴ) and X = Y L⁻¹, keeping
@@ -144,12 +144,12 @@ def symbolic_rev(L, L_bar, dtype=None):
     return phi(X)
 
 
-def symbolic_fwd(L, K_dot, dtype=None):
+def closed_fwd(L, K_dot, dtype=None):
     """L̇ = L Φ(L⁻¹ K̇ L⁻ᴴ), with K̇ the Hermitian matrix of K_dot's lower triangle.
 
     Two full triangular solves, Y = K̇ L⁻ᴴ and X = L⁻¹ Y, keeping X's lower
     triangle, the accurate one in float64 (notes.md); ``dtype`` as in
-    :func:`symbolic_rev`.
+    :func:`closed_rev`.
     """
     Lw, Kd = _work_copy(L, K_dot, dtype)
     Kd = hermitian_from_lower(Kd)
@@ -167,16 +167,16 @@ def _matern52(r):
     return (1.0 + s + s * s / 3.0) * np.exp(-s)
 
 
-#: The kernel families of :func:`kernel_problem`, as functions of the scaled distance r = |x - x'| / ℓ.
-KERNELS = {"rbf": _rbf, "matern52": _matern52}
+#: The kernel families of :func:`covariance_problem`, as functions of the scaled distance r = |x - x'| / ℓ.
+COVARIANCES = {"rbf": _rbf, "matern52": _matern52}
 
 
-def kernel_problem(kernel, n, jitter, *, seed=0, sort=True, lengthscale=0.1, cotangent="random",
+def covariance_problem(kernel, n, jitter, *, seed=0, sort=True, lengthscale=0.1, cotangent="random",
                    dtype=np.float64):
     """``(K, L, L_bar)``: a GP kernel matrix, its lower factor, and a cotangent for it.
 
     K = k(|x_i − x_j| / ℓ) + jitter · I for n inputs uniform on [0, 1]
-    (sorted by default, as time series come), k one of :data:`KERNELS`.
+    (sorted by default, as time series come), k one of :data:`COVARIANCES`.
     For a complex ``dtype`` the kernel is multiplied by exp(i 2π (x_i − x_j)),
     which keeps it Hermitian positive definite.  ``cotangent`` is
     ``"random"`` (standard normal in the lower triangle) or ``"gp"``, the
@@ -191,7 +191,7 @@ def kernel_problem(kernel, n, jitter, *, seed=0, sort=True, lengthscale=0.1, cot
     if sort:
         x = np.sort(x)
     d = x[:, None] - x[None, :]
-    K = KERNELS[kernel](np.abs(d) / lengthscale) + jitter * np.eye(n)
+    K = COVARIANCES[kernel](np.abs(d) / lengthscale) + jitter * np.eye(n)
     complex_ = np.issubdtype(dtype, np.complexfloating)
     if complex_:
         K = K * np.exp(2j * np.pi * d)

@@ -2,7 +2,7 @@
 
 Matrices: RBF and Matérn-5/2 kernel matrices of 1-D inputs, sorted (time
 series) and unsorted, with jitter 1e-10 to 1e-6, from
-:func:`blockchol.reference.kernel_problem`; cotangents random or the GP
+:func:`blockchol.reference.covariance_problem`; cotangents random or the GP
 log-likelihood's.  Random matrices without kernel structure hide the
 problems measured here.
 
@@ -14,7 +14,7 @@ measured on these cases.  Errors are normwise (Frobenius) relative.
 The bars are the issue's:
 
 * the default (``method="closed"``) is within 10× of the float64 closed
-  form's error -- :func:`blockchol.reference.symbolic_rev` in float64, the
+  form's error -- :func:`blockchol.reference.closed_rev` in float64, the
   two-solve form torch and jax compute;
 * the sweep, at every block size, stacked or not, forward or reverse, real
   or complex, float64 or float32, is within 4× of the unblocked level-2
@@ -58,10 +58,10 @@ def shows_the_problem(level2, closed64, n):
 
 @functools.lru_cache(maxsize=None)
 def problem(kernel, n, jitter, sort, cotangent="random", dtype=np.float64):
-    K, L, Lb = ref.kernel_problem(kernel, n, jitter, sort=sort, cotangent=cotangent, dtype=dtype,
+    K, L, Lb = ref.covariance_problem(kernel, n, jitter, sort=sort, cotangent=cotangent, dtype=dtype,
                                   seed=n)
     wide = np.clongdouble if np.iscomplexobj(L) else np.longdouble
-    return L, Lb, ref.symbolic_rev(L, Lb, dtype=wide)
+    return L, Lb, ref.closed_rev(L, Lb, dtype=wide)
 
 
 @functools.lru_cache(maxsize=None)
@@ -73,19 +73,19 @@ def fwd_problem(kernel, n, jitter, sort, dtype=np.float64):
     digits -- 2.5e-7 and 9e-7 at RBF 200, 1e-10 -- and the comparison
     measures the problem, not the methods.)
     """
-    K, L, _ = ref.kernel_problem(kernel, n, jitter, sort=sort, dtype=dtype, seed=n)
+    K, L, _ = ref.covariance_problem(kernel, n, jitter, sort=sort, dtype=dtype, seed=n)
     rng = np.random.default_rng(n + 1)
     Kd = rng.standard_normal((n, n))
     Kd = (Kd + Kd.T).astype(dtype)
     wide = np.clongdouble if np.iscomplexobj(L) else np.longdouble
-    return L, Kd, ref.symbolic_fwd(L, Kd, dtype=wide)
+    return L, Kd, ref.closed_fwd(L, Kd, dtype=wide)
 
 
 def test_truth_matches_mpmath():
     mpmath = pytest.importorskip("mpmath")
     mpmath.mp.dps = 50
     n = 30
-    _, L, Lb = ref.kernel_problem("rbf", n, 1e-10, seed=1)
+    _, L, Lb = ref.covariance_problem("rbf", n, 1e-10, seed=1)
     mp = mpmath.mpf
     l = [[mp(float(L[i, j])) if j <= i else mp(0) for j in range(n)] for i in range(n)]
     lb = [[mp(float(Lb[i, j])) if j <= i else mp(0) for j in range(n)] for i in range(n)]
@@ -104,18 +104,18 @@ def test_truth_matches_mpmath():
             X[r][j] = (Y[r][j] - sum((X[r][k] * l[k][j] for k in range(j + 1, n)), mp(0))) / l[j][j]
     G = np.array([[float(X[i][j]) * (0.5 if i == j else 1.0) if j <= i else 0.0
                    for j in range(n)] for i in range(n)])
-    truth = ref.symbolic_rev(L, Lb, dtype=np.longdouble)
+    truth = ref.closed_rev(L, Lb, dtype=np.longdouble)
     assert fro_err(truth, G) < 1e-14
     # and the float64 closed form is far coarser than that, so the truth resolves it
-    assert fro_err(ref.symbolic_rev(L, Lb), G) > 100 * fro_err(truth, G)
+    assert fro_err(ref.closed_rev(L, Lb), G) > 100 * fro_err(truth, G)
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: "%s-%d-%g-%s" % (c[0], c[1], c[2], "sorted" if c[3] else "unsorted"))
 @pytest.mark.parametrize("cotangent", ["random", "gp"])
 def test_reverse_single_matrices(case, cotangent):
     L, Lb, truth = problem(*case, cotangent)
-    closed64 = fro_err(ref.symbolic_rev(L, Lb), truth)
-    level2 = typical_error(lambda X: ref.level2_rev(L, X), Lb, truth)
+    closed64 = fro_err(ref.closed_rev(L, Lb), truth)
+    level2 = typical_error(lambda X: ref.sweep_rev(L, X), Lb, truth)
     assert shows_the_problem(level2, closed64, case[1])
     for lower in (True, False):
         got = blockchol.chol_rev(L if lower else L.T, Lb if lower else Lb.T, lower=lower)
@@ -130,9 +130,9 @@ def test_reverse_single_matrices(case, cotangent):
 
 def test_reverse_at_n_1000():
     L, Lb, truth = problem("rbf", 1000, 1e-8, True)
-    closed64 = fro_err(ref.symbolic_rev(L, Lb), truth)
+    closed64 = fro_err(ref.closed_rev(L, Lb), truth)
     assert fro_err(blockchol.chol_rev(L, Lb), truth) <= 10 * closed64
-    level2 = typical_error(lambda X: ref.level2_rev(L, X), Lb, truth)
+    level2 = typical_error(lambda X: ref.sweep_rev(L, X), Lb, truth)
     assert shows_the_problem(level2, closed64, 1000)
     for nb in (64, DEFAULT):
         sweep = typical_error(lambda X: blockchol.chol_rev(L, X, method="sweep", block_size=nb),
@@ -152,17 +152,17 @@ def test_reverse_at_n_1000():
 def test_reverse_stacks(case, cotangent):
     # Three different matrices per stack: the stacked paths (N ≤ 256).
     kernel, n, jitter, sort = case
-    items = [ref.kernel_problem(kernel, n, jitter, sort=sort, seed=s, cotangent=cotangent)
+    items = [ref.covariance_problem(kernel, n, jitter, sort=sort, seed=s, cotangent=cotangent)
              for s in range(3)]
     L = np.stack([it[1] for it in items])
     Lb = np.stack([it[2] for it in items])
-    truths = [ref.symbolic_rev(L[i], Lb[i], dtype=np.longdouble) for i in range(3)]
+    truths = [ref.closed_rev(L[i], Lb[i], dtype=np.longdouble) for i in range(3)]
     closed = blockchol.chol_rev(L, Lb)
     for i in range(3):
-        closed64 = fro_err(ref.symbolic_rev(L[i], Lb[i]), truths[i])
+        closed64 = fro_err(ref.closed_rev(L[i], Lb[i]), truths[i])
         assert fro_err(closed[i], truths[i]) <= 10 * closed64, i
     i = 0
-    level2 = typical_error(lambda X: ref.level2_rev(L[i], X), Lb[i], truths[i])
+    level2 = typical_error(lambda X: ref.sweep_rev(L[i], X), Lb[i], truths[i])
     for nb in (4, 8, 16, 32, 64, DEFAULT):
         sweep = typical_error(lambda X: blockchol.chol_rev(L, np.stack([X, Lb[1], Lb[2]]),
                                                          method="sweep", block_size=nb)[0],
@@ -176,8 +176,8 @@ def test_float32(kernel, n, jitter):
     # float32 factors of float32 kernel matrices; the bars are against the float32
     # forms (scipy's float32 solves for the closed form).
     L, Lb, truth = problem(kernel, n, jitter, True, "gp", np.float32)
-    closed32 = fro_err(ref.symbolic_rev(L, Lb, dtype=np.float32), truth)
-    level2 = typical_error(lambda X: ref.level2_rev(L, X, dtype=np.float32), Lb, truth, np.float32)
+    closed32 = fro_err(ref.closed_rev(L, Lb, dtype=np.float32), truth)
+    level2 = typical_error(lambda X: ref.sweep_rev(L, X, dtype=np.float32), Lb, truth, np.float32)
     assert fro_err(blockchol.chol_rev(L, Lb), truth) <= 10 * closed32
     if n <= 256:
         stack = blockchol.chol_rev(np.stack([L, L]), np.stack([Lb, Lb]))
@@ -194,8 +194,8 @@ def test_float32(kernel, n, jitter):
 @pytest.mark.parametrize("kernel, n, jitter", [("rbf", 150, 1e-10), ("matern52", 120, 1e-8)])
 def test_complex(kernel, n, jitter):
     L, Lb, truth = problem(kernel, n, jitter, True, "random", np.complex128)
-    closed64 = fro_err(ref.symbolic_rev(L, Lb), truth)
-    level2 = typical_error(lambda X: ref.level2_rev(L, X), Lb, truth)
+    closed64 = fro_err(ref.closed_rev(L, Lb), truth)
+    level2 = typical_error(lambda X: ref.sweep_rev(L, X), Lb, truth)
     assert shows_the_problem(level2, closed64, n)
     assert fro_err(blockchol.chol_rev(L, Lb), truth) <= 10 * closed64
     assert fro_err(blockchol.chol_rev(np.stack([L, L]), np.stack([Lb, Lb]))[1], truth) <= 10 * closed64
@@ -215,13 +215,13 @@ def test_complex_stacks(n):
     # Each of the three stacked solves of the closed form: batch-last (N ≤ 10 complex),
     # recursive stacked (11-20), BLAS per matrix (21 up); a float32 stack of the same.
     L, Lb, truth = problem("rbf", n, 1e-10, True, "random", np.complex128)
-    closed64 = fro_err(ref.symbolic_rev(L, Lb), truth)
+    closed64 = fro_err(ref.closed_rev(L, Lb), truth)
     got = blockchol.chol_rev(np.stack([L, L.conj()]), np.stack([Lb, Lb.conj()]))
     assert fro_err(got[0], truth) <= 10 * closed64
     assert fro_err(got[1].conj(), truth) <= 10 * closed64
     L32, Lb32 = L.astype(np.complex64), Lb.astype(np.complex64)
-    truth32 = ref.symbolic_rev(L32, Lb32, dtype=np.clongdouble)
-    closed32 = fro_err(ref.symbolic_rev(L32, Lb32, dtype=np.complex64), truth32)
+    truth32 = ref.closed_rev(L32, Lb32, dtype=np.clongdouble)
+    closed32 = fro_err(ref.closed_rev(L32, Lb32, dtype=np.complex64), truth32)
     assert fro_err(blockchol.chol_rev(np.stack([L32, L32]), np.stack([Lb32, Lb32]))[1],
                    truth32) <= 10 * closed32
 
@@ -233,7 +233,7 @@ def test_complex_stacks(n):
                          ids=lambda c: "%s-%d-%g" % c[:3])
 def test_forward(case):
     L, Kd, truth = fwd_problem(*case)
-    closed64 = fro_err(ref.symbolic_fwd(L, Kd), truth)
+    closed64 = fro_err(ref.closed_fwd(L, Kd), truth)
     # the unblocked forward sweep: the blocked one with one-column blocks
     level2 = typical_error(lambda X: blockchol.chol_fwd(L, X, method="sweep", block_size=1),
                            Kd, truth)
@@ -254,7 +254,7 @@ def test_gpy_drop_in_keeps_gpys_convention_on_the_accurate_path():
     L, Lb, truth = problem("rbf", 200, 1e-10, True, "gp")
     G = blockchol.backprop_gradient(Lb, L)
     assert not np.triu(G, 1).any()
-    assert fro_err(G, truth) <= 10 * fro_err(ref.symbolic_rev(L, Lb), truth)
+    assert fro_err(G, truth) <= 10 * fro_err(ref.closed_rev(L, Lb), truth)
 
 
 def _auto_cases():
@@ -263,7 +263,7 @@ def _auto_cases():
     out = {}
     for name, jitter in (("rbf, jitter 1", 1.0), ("matern52, jitter 0.3", 0.3),
                          ("rbf, jitter 1e-3", 1e-3)):
-        K, L, Lb = ref.kernel_problem(name.split(",")[0], n, jitter, seed=3)
+        K, L, Lb = ref.covariance_problem(name.split(",")[0], n, jitter, seed=3)
         out[name] = (L, Lb)
     for cond in (1e2, 1e4, 1e8):
         q, _ = np.linalg.qr(rng.standard_normal((n, n)))
@@ -292,12 +292,12 @@ def test_the_auto_switch_is_as_accurate_as_the_closed_form():
                                method="auto", block_size=None, overwrite=False,
                                check_finite=True, threads=None)
         picked[name] = plan.method
-        truth = ref.symbolic_rev(L, Lb, dtype=np.longdouble)
-        closed64 = fro_err(ref.symbolic_rev(L, Lb), truth)
+        truth = ref.closed_rev(L, Lb, dtype=np.longdouble)
+        closed64 = fro_err(ref.closed_rev(L, Lb), truth)
         assert fro_err(blockchol.chol_rev(L, Lb), truth) <= 10 * closed64, name
         Kd = Lb + Lb.T
-        ftruth = ref.symbolic_fwd(L, Kd, dtype=np.longdouble)
-        assert fro_err(blockchol.chol_fwd(L, Kd), ftruth) <= 10 * fro_err(ref.symbolic_fwd(L, Kd), ftruth), name
+        ftruth = ref.closed_fwd(L, Kd, dtype=np.longdouble)
+        assert fro_err(blockchol.chol_fwd(L, Kd), ftruth) <= 10 * fro_err(ref.closed_fwd(L, Kd), ftruth), name
     # both ways are exercised: well-conditioned factors take the sweep, the others not
     assert picked["random eigenvectors, cond 100"] == "sweep"
     assert picked["unit diagonal, growth"] == "sweep"

@@ -40,8 +40,8 @@ def test_references_agree_with_each_other():
     for n in (1, 2, 5, 30):
         _, L, Lb = rev_case(n, seed=n)
         g = ref.smith_rev(L, Lb)
-        assert rel_err(ref.level2_rev(L, Lb), g) < 1e-13
-        assert rel_err(ref.symbolic_rev(L, Lb), g) < 1e-13
+        assert rel_err(ref.sweep_rev(L, Lb), g) < 1e-13
+        assert rel_err(ref.closed_rev(L, Lb), g) < 1e-13
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -62,7 +62,7 @@ def test_block_boundary_sizes(block_size, method):
 def test_default_block_size_matches_symbolic(n, method):
     _, L, Lb = rev_case(n, seed=n)
     got = blockchol.chol_rev(L, Lb, method=method)
-    assert rel_err(got, ref.symbolic_rev(L, Lb)) < RTOL[np.dtype(np.float64)]
+    assert rel_err(got, ref.closed_rev(L, Lb)) < RTOL[np.dtype(np.float64)]
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -78,9 +78,9 @@ def test_the_sweeps_kernel_is_the_level2_reference():
     # sweep is the level-2 sweep.
     _, L, Lb = rev_case(90, seed=9)
     assert rel_err(blockchol.chol_rev(L, Lb, method="sweep", block_size=90),
-                   ref.level2_rev(L, Lb)) < 1e-13
+                   ref.sweep_rev(L, Lb)) < 1e-13
     assert rel_err(blockchol.chol_rev(L, Lb, method="sweep", block_size=32),
-                   ref.level2_rev(L, Lb)) < 1e-12
+                   ref.sweep_rev(L, Lb)) < 1e-12
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.complex128])
@@ -91,7 +91,7 @@ def test_the_reverse_sweep_in_halves_is_the_unblocked_sweep(dtype):
     # contributions, so the two agree to rounding, in both storage forms.
     for n, nb in ((97, 1), (97, 6), (100, 7), (128, 16), (129, 16), (200, 64)):
         _, L, Lb = rev_case(n, seed=n + nb, dtype=dtype)
-        expected = ref.level2_rev(L, Lb)
+        expected = ref.sweep_rev(L, Lb)
         got = blockchol.chol_rev(L, Lb, method="sweep", block_size=nb)
         assert rel_err(got, expected) < 1e-12, (n, nb)
         assert not np.triu(got, 1).any()
@@ -123,10 +123,10 @@ def test_the_diagonal_kernels_match_the_references(n, dtype):
     _kernel.level2_rev(d, a)
     g = np.tril(a, -1)
     np.fill_diagonal(g, 0.5 * a.diagonal().real)
-    assert rel_err(g, ref.level2_rev(L, Lb)) < KERNEL_TOL[dtype]
+    assert rel_err(g, ref.sweep_rev(L, Lb)) < KERNEL_TOL[dtype]
     z = _kernel.work_copy(np.tril(K) + upper_junk)
     _kernel.level2_fwd(d, z)
-    assert rel_err(np.tril(z), ref.symbolic_fwd(L, K)) < KERNEL_TOL[dtype]
+    assert rel_err(np.tril(z), ref.closed_fwd(L, K)) < KERNEL_TOL[dtype]
     assert np.array_equal(d, L + upper_junk)                   # the factor is only read
 
 
@@ -198,7 +198,7 @@ def test_directional_derivative_matches_finite_differences(n, lower, method):
 def test_every_layout_gives_the_same_answer(lower, method):
     n = 37
     _, L, Lb = rev_case(n, seed=5)
-    expected = ref.symbolic_rev(L, Lb)
+    expected = ref.closed_rev(L, Lb)
     if not lower:
         L, Lb, expected = L.T, Lb.T, expected.T
     for lname, Lx in layouts(L).items():
@@ -233,7 +233,7 @@ def test_lower_false_matches_scipy_upper_factor():
     U = scipy.linalg.cholesky(K)            # upper, K = Uᵀ U
     Ub = np.triu(random_like((25, 25), rng))
     G = blockchol.chol_rev(U, Ub, lower=False)
-    assert rel_err(G, ref.symbolic_rev(U.T, Ub.T).T) < 1e-12
+    assert rel_err(G, ref.closed_rev(U.T, Ub.T).T) < 1e-12
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -292,7 +292,7 @@ def test_n_zero_and_one(method):
 def test_float32_within_its_precision(method):
     n = 120
     _, L, Lb = rev_case(n, seed=15)
-    expected = ref.symbolic_rev(L, Lb)
+    expected = ref.closed_rev(L, Lb)
     got = blockchol.chol_rev(L.astype(np.float32), Lb.astype(np.float32), block_size=32,
                              method=method)
     assert got.dtype == np.float32
@@ -572,7 +572,7 @@ def test_overlapping_l_bar_is_not_overwritten(method):
     out = blockchol.chol_rev(L, Lb, overwrite_l_bar=True, method=method)
     assert not np.shares_memory(out, base)
     assert np.array_equal(np.array(Lb), before)
-    assert rel_err(out, ref.symbolic_rev(L, before)) < 1e-12
+    assert rel_err(out, ref.closed_rev(L, before)) < 1e-12
 
 
 # --------------------------------------------------------------------------
@@ -586,7 +586,7 @@ def test_a_tiny_pivot_gives_inf_with_a_warning_not_nan(method, lower):
     # ~1e400, beyond float64; those must be ±inf, the others finite and right.
     L = np.array([[1.0, 0, 0], [0.5, 1e-200, 0], [0.25, 0.5, 1.0]])
     Lb = np.tril(np.ones((3, 3)))
-    truth = ref.symbolic_rev(L, Lb, dtype=np.longdouble)   # long double reaches 1e4932
+    truth = ref.closed_rev(L, Lb, dtype=np.longdouble)   # long double reaches 1e4932
     Lx, Lbx = (L, Lb) if lower else (L.T.copy(), Lb.T.copy())
     with pytest.warns(RuntimeWarning, match="overflows float64"):
         G = blockchol.chol_rev(Lx, Lbx, lower=lower, method=method)
@@ -614,7 +614,7 @@ def test_small_path_workspaces_carry_nothing_from_one_call_to_the_next():
     L = np.linalg.cholesky(A @ A.T / n + np.eye(n))
     Lb = rng.standard_normal((n, n))              # both triangles filled
     Kd = Lb + Lb.T
-    rev, fwd = ref.symbolic_rev(L, np.tril(Lb)), ref.symbolic_fwd(L, Kd)
+    rev, fwd = ref.closed_rev(L, np.tril(Lb)), ref.closed_fwd(L, Kd)
     bad = Lb.copy()
     bad[5, 2] = np.nan
     for _ in range(2):

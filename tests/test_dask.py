@@ -117,8 +117,8 @@ def test_against_the_reference_closed_forms(method):
     for dtype in (np.float64, np.complex128):
         L, X = case(40, dtype, seed=2)
         Ld = da.from_array(L, chunks=9)
-        assert rel_err(compute(bd.chol_rev(Ld, X, method=method)), ref.symbolic_rev(L, X)) < 1e-11
-        assert rel_err(compute(bd.chol_fwd(Ld, X, method=method)), ref.symbolic_fwd(L, X)) < 1e-11
+        assert rel_err(compute(bd.chol_rev(Ld, X, method=method)), ref.closed_rev(L, X)) < 1e-11
+        assert rel_err(compute(bd.chol_fwd(Ld, X, method=method)), ref.closed_fwd(L, X)) < 1e-11
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -146,12 +146,12 @@ def test_unread_triangles_are_ignored():
 def test_closed_form_accuracy_on_kernel_matrices(kernel, n, jitter):
     # The issue-8 bar of tests/test_accuracy.py, for the tiles: within 10× of the
     # float64 closed form's error against the long-double truth (measured ≤ 2×).
-    _, L, Lb = ref.kernel_problem(kernel, n, jitter, cotangent="gp")
+    _, L, Lb = ref.covariance_problem(kernel, n, jitter, cotangent="gp")
     Kd = np.tril(np.random.default_rng(1).standard_normal((n, n)))
-    truth_rev = ref.symbolic_rev(L, Lb, dtype=np.longdouble)
-    truth_fwd = ref.symbolic_fwd(L, Kd, dtype=np.longdouble)
-    bar_rev = 10 * ref.relative_error(ref.symbolic_rev(L, Lb), truth_rev)
-    bar_fwd = 10 * ref.relative_error(ref.symbolic_fwd(L, Kd), truth_fwd)
+    truth_rev = ref.closed_rev(L, Lb, dtype=np.longdouble)
+    truth_fwd = ref.closed_fwd(L, Kd, dtype=np.longdouble)
+    bar_rev = 10 * ref.relative_error(ref.closed_rev(L, Lb), truth_rev)
+    bar_fwd = 10 * ref.relative_error(ref.closed_fwd(L, Kd), truth_fwd)
     for tile in (25, 64):
         Ld = da.from_array(L, chunks=tile)
         assert ref.relative_error(compute(bd.chol_rev(Ld, Lb)), truth_rev) < bar_rev
@@ -165,15 +165,15 @@ def test_sweep_accuracy_matches_the_in_core_sweep(tile):
     # within 4× of its typical error (measured 0.6-1.6×, reverse and forward,
     # tiles 32-250; single draws vary by up to 40×, hence typical_error).  With
     # the closed form on 64-tiles it was 1800× worse.
-    _, L, Lb = ref.kernel_problem("rbf", 300, 1e-8, cotangent="gp")
+    _, L, Lb = ref.covariance_problem("rbf", 300, 1e-8, cotangent="gp")
     Ld = da.from_array(L, chunks=tile)
-    truth = ref.symbolic_rev(L, Lb, dtype=np.longdouble)
+    truth = ref.closed_rev(L, Lb, dtype=np.longdouble)
     in_core = ref.typical_error(lambda X: blockchol.chol_rev(L, X, method="sweep"), Lb, truth)
     tiled = ref.typical_error(lambda X: compute(bd.chol_rev(Ld, X, method="sweep")), Lb, truth)
     assert tiled < 4 * in_core
     if tile == 64:
         Kd = np.tril(np.random.default_rng(1).standard_normal((300, 300)))
-        truth = ref.symbolic_fwd(L, Kd, dtype=np.longdouble)
+        truth = ref.closed_fwd(L, Kd, dtype=np.longdouble)
         in_core = ref.typical_error(lambda X: blockchol.chol_fwd(L, X, method="sweep"), Kd, truth)
         tiled = ref.typical_error(lambda X: compute(bd.chol_fwd(Ld, X, method="sweep")), Kd, truth)
         assert tiled < 4 * in_core
