@@ -184,10 +184,10 @@ def closed_kernel(D, Db):
 
 def kernels(b):
     import blockchol
-    from blockchol import _kernel, _sweep
+    from blockchol.core import sweep
     cases = (("matern52", 40, 1e-10), ("matern52", 40, 1e-6), ("matern52", 100, 1e-8),
              ("rbf", 200, 1e-10)) if not b.quick else (("matern52", 40, 1e-10),)
-    own = _kernel.rev
+    own = sweep._diagonal_rev
     for kernel_family, n, jitter in cases:
         for cotangent in ("random", "gp"):
             K, L, Lb = ref.covariance_problem(kernel_family, n, jitter, cotangent=cotangent, seed=0)
@@ -196,7 +196,7 @@ def kernels(b):
             case = "%s %d %g, %s L̄" % (kernel_family, n, jitter, cotangent)
             for name, kernel in (("level-2 (blockchol)", own), ("?sygst", sygst_kernel),
                                  ("closed form", closed_kernel)):
-                _sweep._kernel.rev = kernel
+                sweep._diagonal_rev = kernel
                 try:
                     for nb in (16, 64):
                         err = ref.typical_error(lambda X: blockchol.chol_rev(
@@ -204,7 +204,7 @@ def kernels(b):
                         b.record("anatomy-kernels", case, "%s, nb=%d" % (name, nb),
                                  error=err, ratio=err / level2)
                 finally:
-                    _sweep._kernel.rev = own
+                    sweep._diagonal_rev = own
 
 
 def run(b, parts=("operations", "formulations", "kernels")):

@@ -22,8 +22,8 @@ The closed forms take a ``dtype``: with ``np.longdouble`` (x86's 80-bit
 extended precision, ε ≈ 5.4e-20) or ``np.clongdouble`` they are the
 extended-precision truths the accuracy tests measure against, evaluated
 from the same float64 inputs.  Their triangular solves are then plain
-numpy substitution (LAPACK has no extended precision): about a second at
-N = 500.
+numpy substitution (LAPACK has no extended precision), far slower than
+float64's.
 """
 
 import numpy as np
@@ -58,7 +58,7 @@ def _work_copy(L, X, dtype=None):
 def smith_rev(L, L_bar):
     """Smith's scalar reverse sweep, in pure Python (real matrices only).
 
-    O(N³) interpreted operations: about a second at N = 200.
+    O(N³) interpreted operations: the bench's oldest anchor (notes: Benchmarks).
     """
     Lw, A = _work_copy(L, L_bar)
     if np.iscomplexobj(A):

@@ -141,7 +141,7 @@ def test_reverse_at_n_1000():
 
 
 @pytest.mark.parametrize("case", [("rbf", 8, 1e-10, True), ("matern52", 12, 1e-10, True),
-                                  ("rbf", 20, 1e-10, True),       # N ≤ 20: _batchlast
+                                  ("rbf", 20, 1e-10, True),       # N ≤ 20: batch-last
                                   ("matern52", 16, 1e-6, True), ("rbf", 48, 1e-6, True),
                                   ("rbf", 17, 1e-10, True), ("rbf", 32, 1e-8, True),
                                   ("matern52", 32, 1e-8, True), ("rbf", 64, 1e-10, True),
@@ -285,7 +285,7 @@ def test_the_auto_switch_is_as_accurate_as_the_closed_form():
     # method="auto" takes the sweep where LAPACK estimates κ₁(L) ≤ 1000 (N ≥ 500): on
     # kernel matrices with a large jitter, random factors, graded and adversarial ones,
     # its error stays within 10× of the float64 closed form's, forward and reverse.
-    from blockchol._plan import make_plan
+    from blockchol.core.api import make_plan
     picked = {}
     for name, (L, Lb) in _auto_cases().items():
         plan, _, _ = make_plan("rev", L, Lb, ("L", "L_bar"), lower=True, symmetric=False,

@@ -85,7 +85,7 @@ def test_the_sweeps_kernel_is_the_level2_reference():
 
 @pytest.mark.parametrize("dtype", [np.float64, np.complex128])
 def test_the_reverse_sweep_in_halves_is_the_unblocked_sweep(dtype):
-    # The reverse sweep halves on the block grid (_sweep._rev): odd and even block counts
+    # The reverse sweep halves on the block grid (core.sweep._rev): odd and even block counts
     # at every level, a ragged last leaf, one-column leaves seven levels down, and the
     # lower-triangle product split the same way.  Every entry gets the unblocked sweep's
     # contributions, so the two agree to rounding, in both storage forms.
@@ -112,7 +112,7 @@ def test_the_diagonal_kernels_match_the_references(n, dtype):
     # The kernels' raw BLAS loops on their own, every dtype: reverse against the
     # level-2 reference (a different code path: numpy calls, float64 at least), forward
     # against the symbolic formula.  A wrong address, stride or conjugation is O(1).
-    from blockchol import _kernel
+    from blockchol.core import sweep as _kernel
     dtype = np.dtype(dtype)
     rng = np.random.default_rng(n)
     K, L = random_factor(n, rng, dtype)
@@ -120,12 +120,12 @@ def test_the_diagonal_kernels_match_the_references(n, dtype):
     upper_junk = np.triu(random_like((n, n), rng, dtype), 1)   # never read by either kernel
     d = _kernel.work_copy(L + upper_junk)
     a = _kernel.work_copy(np.tril(Lb) + upper_junk)
-    _kernel.level2_rev(d, a)
+    _kernel.kernel_rev(d, a)
     g = np.tril(a, -1)
     np.fill_diagonal(g, 0.5 * a.diagonal().real)
     assert rel_err(g, ref.sweep_rev(L, Lb)) < KERNEL_TOL[dtype]
     z = _kernel.work_copy(np.tril(K) + upper_junk)
-    _kernel.level2_fwd(d, z)
+    _kernel.kernel_fwd(d, z)
     assert rel_err(np.tril(z), ref.closed_fwd(L, K)) < KERNEL_TOL[dtype]
     assert np.array_equal(d, L + upper_junk)                   # the factor is only read
 
@@ -134,7 +134,7 @@ def test_the_diagonal_kernels_refuse_what_they_cannot_address():
     # The kernels compute every BLAS address from the work arrays' shape and a leading
     # dimension of n: anything but two Fortran-ordered square arrays of one shape and
     # BLAS dtype is refused before the first raw call, and the arrays are left as they were.
-    from blockchol import _kernel
+    from blockchol.core import sweep as _kernel
     rng = np.random.default_rng(4)
     _, L = random_factor(16, rng)
     d = _kernel.work_copy(L)
@@ -146,7 +146,7 @@ def test_the_diagonal_kernels_refuse_what_they_cannot_address():
     misaligned[...] = X
     for bad in (np.ascontiguousarray(X), X[::2, ::2], X[:8], X[:, :8], X.astype(np.float32),
                 X.astype(np.int64), np.asfortranarray(X[None]), read_only, misaligned):
-        for fn in (_kernel.level2_rev, _kernel.level2_fwd):
+        for fn in (_kernel.kernel_rev, _kernel.kernel_fwd):
             before = bad.copy()
             with pytest.raises(ValueError, match="internal error: a diagonal kernel"):
                 fn(d, bad)
@@ -154,7 +154,7 @@ def test_the_diagonal_kernels_refuse_what_they_cannot_address():
                 with pytest.raises(ValueError, match="internal error: a diagonal kernel"):
                     fn(bad, X.copy(order="F"))
             assert np.array_equal(bad, before)
-    _kernel.level2_rev(d, X)                    # the good case runs
+    _kernel.kernel_rev(d, X)                    # the good case runs
 
 
 # --------------------------------------------------------------------------
@@ -632,15 +632,14 @@ def test_per_matrix_blas_calls_refuse_what_they_cannot_address():
     # The stacked path's raw per-matrix BLAS calls compute every address from the
     # chunk's shape: anything but two C-ordered chunks of one shape and dtype is refused
     # before the first call, and the arrays are left as they were.
-    from blockchol import _stacked
+    from blockchol.core import stacks
     rng = np.random.default_rng(5)
     L = np.ascontiguousarray(np.tril(rng.standard_normal((3, 24, 24))) + 24 * np.eye(24))
     T = rng.standard_normal((3, 24, 24))
-    steps = (("trsm", "L", "N"),)
     for bad_T in (np.asfortranarray(T), T[:, ::2, ::2].copy(), T[:2].copy(), T.astype(np.float32),
                   np.swapaxes(T, -1, -2)):
         before = bad_T.copy()
-        with pytest.raises(ValueError, match="internal error: per_matrix"):
-            _stacked.per_matrix(L, bad_T, steps)
+        with pytest.raises(ValueError, match="internal error: per-matrix BLAS"):
+            stacks._per_matrix("trsm", "L", "N", L, bad_T)
         assert np.array_equal(bad_T, before)
-    _stacked.per_matrix(L, T, steps)            # the good case runs
+    stacks._per_matrix("trsm", "L", "N", L, T)            # the good case runs

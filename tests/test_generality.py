@@ -11,7 +11,7 @@ import pytest
 
 import blockchol
 from blockchol import reference as ref
-from blockchol._plan import STACK_MAX_N
+from blockchol.core.thresholds import STACK_MAX_N
 METHODS = ("closed", "sweep")     # "auto" picks one of them: tested in test_accuracy.py
 from helpers import layouts, random_factor, random_like, rel_err
 
@@ -368,9 +368,9 @@ def test_stack_chunks_and_workers(n, chunk_matrices, monkeypatch):
     # Chunks are shared among worker threads and the last one is usually
     # short: every count and thread setting must give the per-matrix answers,
     # also when the chunk size (2 matrices here) splits a stack into many chunks.
-    from blockchol import _stacked
+    from blockchol.core import stacks
     if chunk_matrices:
-        monkeypatch.setattr(_stacked, "CHUNK_BYTES", chunk_matrices * n * n * 8)
+        monkeypatch.setattr(stacks, "CHUNK_BYTES", chunk_matrices * n * n * 8)
     L, X = stack_case((9,), n, np.float64, seed=n)
     expected = {fn: per_matrix(fn, L, X) for fn in (blockchol.chol_rev, blockchol.chol_fwd)}
     for count in range(1, 10):

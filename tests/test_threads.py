@@ -13,9 +13,9 @@ import pytest
 from threadpoolctl import threadpool_info, threadpool_limits
 
 import blockchol
-from blockchol import _closed, _stacked, _threads
+from blockchol.core import closed as _closed, stacks as _stacks, threads as _threads
 from blockchol import reference as ref
-from blockchol._passes import PARALLEL_N
+from blockchol.core.thresholds import PARALLEL_N
 from helpers import random_factor, random_like, rel_err, with_garbage
 
 
@@ -35,7 +35,7 @@ def rev_case(n, seed=0, batch=()):
 def spy(monkeypatch):
     """Records the BLAS pool sizes seen inside every call of the closed form's solves and of stacked chunks."""
     seen = []
-    real_solves, real_chunk = _closed.rev_solves, _stacked.run_chunk
+    real_solves, real_chunk = _closed.Blocked.solve, _stacks._run_chunk
 
     def solves(*args, **kwargs):
         seen.append(("one", threading.current_thread().name, tuple(pools())))
@@ -45,8 +45,8 @@ def spy(monkeypatch):
         seen.append(("chunk", threading.current_thread().name, tuple(pools())))
         return real_chunk(*args, **kwargs)
 
-    monkeypatch.setattr(_closed, "rev_solves", solves)
-    monkeypatch.setattr(_stacked, "run_chunk", chunk)
+    monkeypatch.setattr(_closed.Blocked, "solve", solves)
+    monkeypatch.setattr(_stacks, "_run_chunk", chunk)
     return seen
 
 
@@ -87,17 +87,18 @@ def test_workers_times_blas_threads_never_exceed_the_cores(spy):
 
 
 def test_stacks_that_call_no_blas_use_every_core(spy, monkeypatch):
-    # The tiniest matrices' reverse closed form (_batchlast) calls no BLAS, so the
+    # The tiniest matrices' reverse closed form (batch-last) calls no BLAS, so the
     # pools' size does not limit its workers; nothing of the BLAS paths runs.
     def no_blas(*args, **kwargs):
         raise AssertionError("a BLAS path ran")
-    monkeypatch.setattr(_stacked, "solve", no_blas)
-    monkeypatch.setattr(_stacked, "per_matrix", no_blas)
     L, Lb = rev_case(8, seed=4, batch=(10000,))
+    expected = blockchol.chol_rev(L[7], Lb[7])          # a single matrix: through BLAS
+    monkeypatch.setattr(_stacks, "solve", no_blas)
+    monkeypatch.setattr(_stacks, "_per_matrix", no_blas)
     with threadpool_limits(_threads.CORES, user_api="blas"):
         g = blockchol.chol_rev(L, Lb)
     assert len({name for _, name, _ in spy}) == _threads.CORES
-    assert rel_err(g[7], blockchol.chol_rev(L[7], Lb[7])) < 1e-13
+    assert rel_err(g[7], expected) < 1e-13
 
 
 def test_split_threads_rule():
@@ -248,7 +249,7 @@ def test_the_limit_is_restored_by_the_thread_that_set_it(monkeypatch):
     # limit change the pools again, so a restore from the second would be ignored).
     before = pools()
     setter_in, joiner_in, release = threading.Event(), threading.Event(), threading.Event()
-    real = _closed.rev_solves
+    real = _closed.Blocked.adjoint_product
     inside = []
 
     def solves(*args, **kwargs):
@@ -261,7 +262,7 @@ def test_the_limit_is_restored_by_the_thread_that_set_it(monkeypatch):
             release.wait(10)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(_closed, "rev_solves", solves)
+    monkeypatch.setattr(_closed.Blocked, "adjoint_product", solves)
     L, Lb = rev_case(80, seed=9)
     returned, finish = threading.Event(), threading.Event()
 

@@ -8,30 +8,33 @@ dtype × size cell is kept only where a side-by-side measurement shows that
 it pays.  Sizes are matrix orders N.
 """
 
+import math
+
 __all__ = [
     "SMALL_N", "STACK_MAX_N", "TINY_N", "PER_MATRIX_N", "BASE",
-    "AUTO_SWEEP_N", "AUTO_SWEEP_KAPPA", "CLOSED_BLOCK", "sweep_block_size", "stack_sweep_block_size",
+    "AUTO_SWEEP_N", "AUTO_SWEEP_KAPPA", "CLOSED_BLOCK", "SWEEP_BLOCK_SIZES", "STACK_SWEEP_BLOCK_SIZES",
     "PARALLEL_N", "STRIP", "MIN_WORKER_FLOPS", "CHUNK_BYTES", "BATCH_LAST_CHUNK_BYTES",
     "TORCH_CROSSOVER_N", "TORCH_SOLVE_CROSSOVER_N", "TORCH_SINGLE_THREAD_N", "JAX_CROSSOVER_N",
 ]
 
 # --- which path serves a call ------------------------------------------------------------
 
-#: Single matrices up to this order take the closed form in a dozen whole-array calls,
-#: skipping blocks, strips and operand objects: 3x faster than the blocked path at
-#: N = 4-20 and 1.35x at 64, slower from N = 100 [notes: Design, "Paths"].
+#: Single matrices up to this order take the closed form as a stack of one (a few
+#: whole-array calls), skipping blocks, strips and operand objects, which cost more than
+#: the arithmetic at these sizes [notes: Design, "Paths"].
 SMALL_N = 64
 #: Stacks of matrices up to this order are computed a chunk of matrices per numpy
 #: operation; larger ones one matrix at a time, which keeps a multithreaded BLAS busy
 #: [notes: Design, "Stacks"].
 STACK_MAX_N = 256
 #: Stacks up to this order take the reverse closed form with the matrix index last (no
-#: BLAS calls, a vector operation per step over the whole chunk): 1.4-2.6x faster than
-#: the other stacked forms up to these orders, slower beyond [notes: Design, "Stacks"].
+#: BLAS calls, a vector operation per step over the whole chunk): faster than the other
+#: stacked forms up to these orders, slower beyond [notes: Design, "Stacks"].
 TINY_N = {"real": 20, "complex": 10}
 #: From this order a stack's closed-form products and solves go to BLAS one matrix at a
-#: time; below, stacked numpy substitution is faster [notes: Design, "Stacks"].
-PER_MATRIX_N = 21
+#: time; below, stacked numpy substitution is faster (the two cross between N = 12 and 16,
+#: real and complex) [notes: Design, "Stacks"].
+PER_MATRIX_N = 14
 #: Rows of the explicitly inverted diagonal blocks in the stacked triangular solves:
 #: 2-wide blocks stayed within 1.8x of substitution's error on GP kernel matrices, 4-wide
 #: ones lost up to 47x [notes: Accuracy].
@@ -43,29 +46,20 @@ BASE = 2
 #: closed form is as fast or faster [notes: Accuracy, "The auto switch"].
 AUTO_SWEEP_N = 500
 #: ... when LAPACK's estimate of κ₁(L) is at most this: below it the sweep stayed within
-#: 2x of the closed form's error, above 3000 it lost 7-10⁵x [notes: Accuracy, "The auto switch"].
+#: 2x of the closed form's error, above it lost up to 18x, and far more at tiny jitter
+#: [notes: Accuracy, "The auto switch"].
 AUTO_SWEEP_KAPPA = 1000.0
 #: Row-block height of the closed form's triangular products [notes: Design, "Products"].
 CLOSED_BLOCK = 256
 
 
-def sweep_block_size(n):
-    """Block width of the single-matrix sweeps: one block to 128, then 64 to 1000, then 128.
-
-    A block is one diagonal kernel call, one Python step per column, so
-    small matrices are one block; larger blocks make the gemms larger but
-    the kernel's level-2 work grows with them [notes: Design, "Block sizes"].
-    """
-    if n <= 128:
-        return max(n, 1)
-    return 64 if n <= 1000 else 128
-
-
-def stack_sweep_block_size(n):
-    """Block width of the stacked sweeps [notes: Design, "Stacks"]."""
-    if n <= 16:
-        return n
-    return 16 if n <= 48 else 32 if n <= 160 else 64
+#: Block width of the single-matrix sweeps, by order: (largest N, width) pairs, the first
+#: that fits applies (widths at or above N mean one block).  A block is one diagonal kernel
+#: call, one Python step per column, so small matrices are one block; larger blocks make
+#: the gemms larger but the kernel's level-2 work grows with them [notes: Design, "Block sizes"].
+SWEEP_BLOCK_SIZES = ((128, 128), (1000, 64), (math.inf, 128))
+#: The same for the stacked sweeps [notes: Design, "Stacks"].
+STACK_SWEEP_BLOCK_SIZES = ((16, 16), (48, 16), (160, 32), (math.inf, 64))
 
 
 # --- threads and memory ------------------------------------------------------------------
@@ -77,7 +71,8 @@ PARALLEL_N = 1024
 #: Rows per strip of those passes: temporaries stay at O(N · STRIP) [notes: Design, "Threads"].
 STRIP = 256
 #: A stack is shared among worker threads only in pieces of at least this much work
-#: (count · N³): below it, handing work to a thread costs more than it saves.
+#: (count · N³): below it, handing work to a thread costs more than it saves (a setting
+#: from the thread pool's overhead, not a measured crossover).
 MIN_WORKER_FLOPS = 1 << 20
 #: Bytes per matrix array of a stacked chunk: a chunk that stays in cache [notes: Design, "Stacks"].
 CHUNK_BYTES = 2 * 1024 * 1024

@@ -20,7 +20,7 @@ of :func:`blockchol.chol_rev` and :func:`blockchol.chol_fwd`:
   float32, float64, complex64, complex128.
 
 The graph is built here, tile by tile; every task works on at most three
-tiles and calls BLAS on them (:mod:`blockchol._tiles`), and any dask
+tiles and calls BLAS on them (:mod:`blockchol.dask._tiles`), and any dask
 scheduler runs it: the threaded and process schedulers, or dask.distributed.
 Tiles are the chunks of ``L``: see :func:`chol_rev` for how other chunkings
 are turned into square tiles.  The design, the task counts and a
@@ -46,7 +46,7 @@ except ImportError as error:     # pragma: no cover - exercised in a subprocess 
     raise ImportError("blockchol.dask needs dask: pip install 'blockchol[dask]'") from error
 
 from . import _tiles
-from .._validation import as_input_array, result_dtype
+from ..core.api import as_input_array, result_dtype
 from ._tiles import C, N
 
 __all__ = ["chol_rev", "chol_fwd", "METHODS"]

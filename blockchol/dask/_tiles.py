@@ -5,12 +5,12 @@ tile; none modifies its arguments, so a scheduler may keep, copy, retry or
 move any input.  Everything is in lower-factor terms (K = L Lᴴ); the graph
 builder maps upper factors onto this by conjugate-transposing tiles in
 :func:`prepare`.  Products and solves call the BLAS that scipy ships
-through blockchol's ctypes bindings (:mod:`._blas`), which release the GIL
--- scipy.linalg.blas's f2py wrappers hold it, so on dask's threaded
-scheduler they ran one at a time.  The diagonal tiles of the two sweeps go
-through the in-core sweeps (:func:`blockchol.chol_rev` and
-:func:`blockchol.chol_fwd` with ``method="sweep"``; their unblocked kernels
-for small tiles).
+through blockchol's ctypes bindings (:mod:`blockchol.core.blas`), which
+release the GIL -- scipy.linalg.blas's f2py wrappers hold it, so on dask's
+threaded scheduler they ran one at a time.  The diagonal tiles of the two
+sweeps go through the core's single-matrix sweeps
+(:func:`blockchol.core.one.derivative`), Φ and the Hermitian mirror are the
+core's (:mod:`blockchol.core.triangles`).
 This module needs only numpy and scipy.
 
 Operand flags ``op``: 0 (``N``) the tile itself, 2 (``C``) its conjugate
@@ -19,10 +19,9 @@ transpose (the transpose for real dtypes).
 
 import numpy as np
 
-from .. import _kernel, _small
-from .. import chol_fwd as _chol_fwd, chol_rev as _chol_rev
-from .._blas import routines
-from .._triangles import phi_lower
+from ..core.blas import routines
+from ..core.one import derivative
+from ..core.triangles import mirror_lower, phi_lower
 
 N, C = 0, 2
 _OP = {N: "N", C: "C"}
@@ -112,7 +111,7 @@ def mac(c, c_op, alpha, a, a_op, b, b_op, tri=None):
 
     ``tri``: None for a general product (gemm); ``"a"`` or ``"b"`` when that
     operand is a lower-triangular diagonal tile (its upper part is not
-    read), multiplied by trmm.  BLAS is called through :mod:`._blas`
+    read), multiplied by trmm.  BLAS is called through :mod:`blockchol.core.blas`
     (ctypes, which releases the GIL: the threaded scheduler runs tasks in
     parallel; scipy.linalg.blas's wrappers hold it).
     """
@@ -161,26 +160,32 @@ def solve(b, b_op, t, side, t_op):
 
 
 # --------------------------------------------------------------------------
-# Elementwise tile maps
+# Elementwise tile maps: Φ and the Hermitian mirror of the core (.core.triangles)
+
+
+def _copy(x):
+    return np.array(x, order="F")
 
 
 def phi(x):
     """Φ(x) on a diagonal tile: lower triangle, diagonal halved and made real."""
-    a = np.asfortranarray(np.tril(x))
-    d = np.diagonal(a).real * 0.5
-    np.fill_diagonal(a, d)
+    a = _copy(x)
+    phi_lower(a)
     return a
 
 
 def phi_hermitian(x):
     """Φ(x) + Φ(x)ᴴ of a diagonal tile (M = P + Pᴴ's diagonal tile, from Lᴴ L̄)."""
-    p = phi(x)
-    return np.asfortranarray(p + p.T.conj())
+    a = _copy(x)
+    mirror_lower(a)
+    return a
 
 
 def hermitian_sum(g):
-    """g + gᴴ (the sweep's X_D = G_D + G_Dᴴ)."""
-    return np.asfortranarray(g + g.T.conj())
+    """g + gᴴ for a lower-triangular diagonal tile g (the sweep's X_D = G_D + G_Dᴴ)."""
+    a = _copy(g)
+    mirror_lower(a, 1.0, 2.0)
+    return a
 
 
 def symmetric_lower(g, diagonal):
@@ -191,10 +196,9 @@ def symmetric_lower(g, diagonal):
     """
     if not diagonal:
         return np.asfortranarray(g * 0.5)
-    low = np.tril(g, -1) * 0.5
-    s = low + low.T.conj()
-    np.fill_diagonal(s, np.diagonal(g).real)
-    return np.asfortranarray(s)
+    a = _copy(g)
+    mirror_lower(a, 0.5, 1.0)
+    return a
 
 
 def conj_transpose(x):
@@ -206,38 +210,14 @@ def zeros(shape, dtype):
 
 
 # --------------------------------------------------------------------------
-# Diagonal tiles of the sweeps
-
-
-#: Up to this tile size the diagonal tiles take the unblocked sweeps directly.  The
-#: in-core functions send matrices this small (N ≤ _small.SMALL_N) to the closed form
-#: whatever ``method`` says, and the closed form as a sweep's diagonal kernel is up to
-#: 10⁵× less accurate on GP kernel matrices (blockchol/_kernel.py; measured here: the
-#: tiled sweep with 64-tiles lost 1800× on RBF N = 300, jitter 1e-8).
-LEVEL2_MAX_N = max(128, getattr(_small, "SMALL_N", 0))
+# Diagonal tiles of the sweeps: the core's single-matrix sweep (.core.one)
 
 
 def rev_kernel(d, d_bar):
-    """G_D, the reverse sweep of one diagonal tile on its own (lower triangles read; G_D lower).
-
-    The in-core ``chol_rev(D, D̄, method="sweep")`` (the blocked sweep with
-    the unblocked sweep on its blocks); for tiles up to :data:`LEVEL2_MAX_N`
-    the unblocked sweep itself, the in-core sweep's kernel.
-    """
-    n = d.shape[0]
-    if n > LEVEL2_MAX_N:
-        return np.asfortranarray(_chol_rev(d, d_bar, method="sweep", check_finite=False))
-    a = np.tril(d_bar).astype(np.result_type(d, d_bar), order="F")
-    _kernel.level2_rev(_kernel.work_copy(d, a.dtype), a)   # strict lower: G's; diagonal: 2 G_jj
-    phi_lower(a)                                           # G_D
-    return a
+    """G_D, the reverse sweep of one diagonal tile on its own (lower triangles read; G_D lower)."""
+    return np.asfortranarray(derivative("rev", "sweep", d, d_bar))
 
 
 def fwd_kernel(d, z):
-    """Ḋ = D Φ(D⁻¹ Ż D⁻ᴴ) for one diagonal tile (Ż's lower triangle read), as :func:`rev_kernel`."""
-    n = d.shape[0]
-    if n > LEVEL2_MAX_N:
-        return np.asfortranarray(_chol_fwd(d, z, method="sweep", check_finite=False))
-    w = np.array(z, dtype=np.result_type(d, z), order="F")
-    _kernel.level2_fwd(_kernel.work_copy(d, w.dtype), w)   # lower triangle: Ḋ; junk above
-    return np.asfortranarray(np.tril(w))
+    """Ḋ = D Φ(D⁻¹ Ż D⁻ᴴ) for one diagonal tile (Ż's lower triangle read)."""
+    return np.asfortranarray(derivative("fwd", "sweep", d, z))

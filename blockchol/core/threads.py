@@ -1,8 +1,8 @@
 """Threading policy: the one module that touches thread pools.
 
 blockchol's parallelism is the BLAS's own, plus worker threads for stacks of
-small matrices and for the memory-bound passes over whole matrices.  Two
-rules, decided once per call in :mod:`._plan`:
+small matrices and for the memory-bound passes over whole matrices.  Three
+rules, decided once per call by the plan (:mod:`.api`):
 
 * The BLAS pools are left alone unless the caller gives ``threads``; then
   they are limited for the duration of the call (:func:`blas_limit`) and
@@ -26,8 +26,10 @@ import contextlib
 import os
 import threading
 
+from .thresholds import PARALLEL_N, STRIP
+
 __all__ = ["CORES", "MAX_THREADS", "blas_limit", "blas_pool_size", "split_threads",
-           "parallel_map"]
+           "parallel_map", "strips"]
 
 #: Cores this process may run on.
 CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
@@ -139,3 +141,25 @@ def parallel_map(fn, items):
             _pool = concurrent.futures.ThreadPoolExecutor(max_workers=CORES,
                                                           thread_name_prefix="blockchol")
     return [f.result() for f in [_pool.submit(fn, x) for x in items]]
+
+
+def strips(fn, n, workers):
+    """``fn(i0, i1)`` for every row strip of an N-row matrix, on ``workers`` threads from PARALLEL_N.
+
+    The memory-bound passes over a whole matrix work in strips of
+    :data:`~.thresholds.STRIP` rows, so that temporaries stay at O(N · STRIP);
+    numpy runs each strip on one core, so from :data:`~.thresholds.PARALLEL_N`
+    the strips are dealt out to worker threads, in turn, so that each worker
+    gets short and long rows of a triangle alike.
+    """
+    if n <= STRIP:
+        fn(0, n)
+        return
+    spans = [(i0, min(i0 + STRIP, n)) for i0 in range(0, n, STRIP)]
+    workers = min(workers, len(spans)) if n >= PARALLEL_N else 1
+    if workers <= 1:
+        for i0, i1 in spans:
+            fn(i0, i1)
+    else:
+        parallel_map(lambda group: [fn(i0, i1) for i0, i1 in group],
+                     [spans[w::workers] for w in range(workers)])
