@@ -144,7 +144,7 @@ def render(data):
                                   for i in impls])
         parts += ["", "## accuracy", "", "Relative (Frobenius) errors against the long-double "
                   "truth; torch and jax against the truth from their own factor.", "",
-                  _table(["kernel, N, jitter"] + impls, rows)]
+                  _table(["covariance, N, jitter"] + impls, rows)]
     for suite, what in (("anatomy-operations", "relative error"),
                         ("anatomy-formulations", "error / the chosen form's (its error in brackets)"),
                         ("anatomy-kernels", "typical error / the unblocked level-2 sweep's")):

@@ -38,7 +38,7 @@ STACKS = {"full": ((1000, 32, 32), (10000, 8, 8), (100, 128, 128)),
 SETTLE = 0.25
 #: The thread-scaling case.
 THREAD_N = {"full": 4000, "quick": 1500}
-#: Accuracy: (kernel, N, jitter), sorted inputs: issue 8's table and one more.
+#: Accuracy: (covariance family, N, jitter), sorted inputs: issue 8's table and one more.
 ACCURACY = ((("rbf", 200, 1e-10), ("rbf", 500, 1e-10), ("rbf", 300, 1e-8), ("rbf", 600, 1e-6),
              ("matern52", 150, 1e-8), ("matern52", 100, 1e-10)))
 #: Accuracy against conditioning: RBF, N = 200, sorted, these jitters.
@@ -76,7 +76,7 @@ def _peer(name):
         return None
 
 
-#: The frameworks suites' GP problem: an ARD RBF kernel on this many inputs.
+#: The frameworks suites' GP problem: an ARD RBF covariance on this many inputs.
 GP_DIMS = 3
 
 
@@ -283,11 +283,11 @@ def blocks(b):
 def accuracy(b):
     """Issue 8's table: relative errors against the long-double truth, every method, same matrices."""
     torch, jax = _peer("torch"), _peer("jax")
-    for kernel, n, jitter in ACCURACY:
-        K, L, Lb = ref.covariance_problem(kernel, n, jitter)
+    for family, n, jitter in ACCURACY:
+        K, L, Lb = ref.covariance_problem(family, n, jitter)
         row = _errors(K, L, Lb, torch, jax, worst=True)
         for impl, err in row.items():
-            b.record("accuracy", "%s %d %g" % (kernel, n, jitter), impl, error=err,
+            b.record("accuracy", "%s %d %g" % (family, n, jitter), impl, error=err,
                      cond=float(np.linalg.cond(K)))
     for jitter in JITTERS[::2] if b.quick else JITTERS:
         K, L, Lb = ref.covariance_problem("rbf", 200, jitter)
@@ -340,7 +340,7 @@ def _external(module):
 
 
 def anatomy(b):
-    """Where the accuracy goes: operations, formulations, kernels (bench/anatomy.py)."""
+    """Where the accuracy goes: operations, formulations, diagonal-block kernels (bench/anatomy.py)."""
     from . import anatomy as study
     study.run(b)
 
