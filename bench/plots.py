@@ -22,7 +22,7 @@ def make_plots(folder):
         for impl in dict.fromkeys(r["impl"] for r in acc):
             pts = sorted((r["cond"], r["error"]) for r in acc if r["impl"] == impl)
             ax.loglog(*zip(*pts), marker="o", ms=3, label=impl)
-        ax.set_xlabel("cond(K): RBF kernel, N = 200, sorted 1-D inputs, jitter 1e-12 … 1e-1")
+        ax.set_xlabel("cond(K): RBF covariance, N = 200, sorted 1-D inputs, jitter 1e-12 … 1e-1")
         ax.set_ylabel("relative error of ∂f/∂K (long-double truth)")
         ax.grid(True, which="major", alpha=0.3)
         ax.legend(fontsize=8)
@@ -50,7 +50,7 @@ def make_plots(folder):
                 pts = sorted((r["n"], 1 / r["ratio"]) for r in rows if r["impl"] == impl)
                 ax.plot(*zip(*pts), marker="o", ms=3, label="%s: %s" % (suite.replace("frameworks-", ""), impl))
         ax.axhline(1.0, color="grey", lw=0.8)
-        ax.set_xlabel("N (GP gradient, ARD RBF kernel on 3 inputs, float64)")
+        ax.set_xlabel("N (GP gradient, ARD RBF covariance on 3 inputs, float64)")
         ax.set_ylabel("speed-up over the framework's own rules")
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=7)

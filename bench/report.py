@@ -1,4 +1,4 @@
-"""Markdown from a run's JSON: the targets, the timing tables, the accuracy table.
+"""Markdown from a run's JSON: the targets, the timing tables, the anchor, the accuracy table.
 
 Quoted figures are minima and ratios of minima measured side by side; the
 medians show how noisy each measurement was.
@@ -99,7 +99,7 @@ def render(data):
             ["target", "measured", "bar", "met"],
             [(label, _fmt(v), "%s %g" % (sense, bar), "yes" if met else "**no**")
              for label, v, bar, sense, met in targets])]
-    timed = [r for r in records if "min" in r and r["suite"] != "dask-distributed"]
+    timed = [r for r in records if "min" in r and r["suite"] not in ("dask-distributed", "anchor")]
     for suite in dict.fromkeys(r["suite"] for r in timed):
         rows = [(r["case"], r["impl"], _fmt(1e3 * r["min"]), _fmt(1e3 * r["median"]),
                  _fmt(r.get("ratio")), _check(r), _fmt(r.get("error")))
@@ -108,6 +108,21 @@ def render(data):
                   "baseline (%s)." % ", ".join(sorted({str(r.get("baseline")) for r in timed
                                                          if r["suite"] == suite})), "",
                   _table(["case", "implementation", "min ms", "median ms", "×", "check", "error"], rows)]
+    anchor = [r for r in records if r["suite"] == "anchor"]
+    if anchor:
+        rows = []
+        for r in anchor:
+            base = _find(anchor, "anchor", r["case"], r["baseline"])
+            rows.append((r["case"], r["impl"], _fmt(1e3 * r["min"]), _fmt(1e3 * r["median"]),
+                         _fmt(base["min"] / r["min"]), _fmt(base["median"] / r["median"]),
+                         "%.1e" % r["error"], _check(r)))
+        parts += ["", "## anchor", "", "Smith's scalar loop (the seed's yardstick) beside GPy's "
+                  "loop, the unblocked sweep and both methods: the same matrix, the same BLAS "
+                  "thread setting, interleaved.  Minimum and median ms; speed-up = Smith's loop's "
+                  "time / the row's (minima; medians); error: relative, against the closed form "
+                  "in long double.", "",
+                  _table(["case", "implementation", "min ms", "median ms", "speed-up (min)",
+                          "speed-up (median)", "error", "check"], rows)]
     dist = [r for r in records if r["suite"] == "dask-distributed"]
     if dist:
         parts += ["", "## dask-distributed", "", "A LocalCluster; the result persisted on the "
@@ -129,7 +144,7 @@ def render(data):
                                   for i in impls])
         parts += ["", "## accuracy", "", "Relative (Frobenius) errors against the long-double "
                   "truth; torch and jax against the truth from their own factor.", "",
-                  _table(["kernel, N, jitter"] + impls, rows)]
+                  _table(["covariance, N, jitter"] + impls, rows)]
     for suite, what in (("anatomy-operations", "relative error"),
                         ("anatomy-formulations", "error / the chosen form's (its error in brackets)"),
                         ("anatomy-kernels", "typical error / the unblocked level-2 sweep's")):

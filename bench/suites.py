@@ -2,12 +2,14 @@
 
 Every row is checked against an independent form: the reverse derivatives
 against :func:`blockchol.reference.closed_rev` (scipy's triangular
-solves), per matrix for stacks; the factorization by its reconstruction;
-gemm against numpy's product.  Peers (torch, jax, GPy) are timed on their
+solves), per matrix for stacks, and the anchor's rows against the same
+form in long double; the factorization by its reconstruction; gemm against
+numpy's product.  Peers (torch, jax, GPy) are timed on their
 own backward only: the forward graph, the jit compilation and the
 factorization are built once, untimed.
 """
 
+import contextlib
 import importlib
 
 import numpy as np
@@ -36,11 +38,16 @@ STACKS = {"full": ((1000, 32, 32), (10000, 8, 8), (100, 128, 128)),
 SETTLE = 0.25
 #: The thread-scaling case.
 THREAD_N = {"full": 4000, "quick": 1500}
-#: Accuracy: (kernel, N, jitter), sorted inputs: issue 8's table and one more.
+#: Accuracy: (covariance family, N, jitter), sorted inputs: issue 8's table and one more.
 ACCURACY = ((("rbf", 200, 1e-10), ("rbf", 500, 1e-10), ("rbf", 300, 1e-8), ("rbf", 600, 1e-6),
              ("matern52", 150, 1e-8), ("matern52", 100, 1e-10)))
 #: Accuracy against conditioning: RBF, N = 200, sorted, these jitters.
 JITTERS = tuple(10.0 ** -k for k in range(12, 0, -1))
+#: The anchor: (N, BLAS threads) at which the seed's scalar loop (Smith 1995,
+#: ``reference.smith_rev``) is timed beside GPy's loop, the unblocked sweep and both of
+#: blockchol's methods.  N = 300 keeps the scalar loop at a few seconds a call (N³/3
+#: interpreted steps); None leaves the BLAS pools as they are (blockchol's default).
+ANCHOR = {"full": ((300, 1), (300, None)), "quick": ((100, 1),)}
 #: Block sizes: (N, candidates) for the sweep's width and the closed form's product height.
 BLOCKS = {"full": ((500, (32, 64, 128)), (1000, (32, 64, 128, 256)), (4000, (64, 128, 256))),
           "quick": ((500, (32, 64, 128)), (1000, (64, 128)))}
@@ -69,7 +76,7 @@ def _peer(name):
         return None
 
 
-#: The frameworks suites' GP problem: an ARD RBF kernel on this many inputs.
+#: The frameworks suites' GP problem: an ARD RBF covariance on this many inputs.
 GP_DIMS = 3
 
 
@@ -141,7 +148,7 @@ def rev_check(L, Lb, tol):
 
 
 def targets(b):
-    """Issue 11's and issue 8's speed targets: single matrices, stacks, thread scaling."""
+    """Issue 11's and issue 8's speed targets: single matrices, stacks, thread scaling; the anchor."""
     profile = "quick" if b.quick else "full"
     for n in SIZES[profile]:
         K, L, Lb = spd_problem(n)
@@ -175,6 +182,7 @@ def targets(b):
                       rev_check(L.astype(np.float64), Lb.astype(np.float64), tol),
                       baseline="torch", settle=SETTLE, warm=True, shape=list(shape), dtype=np.dtype(dtype).name)
     threads(b, THREAD_N[profile])
+    anchor(b)
 
 
 def _with_yardsticks(check, K, L):
@@ -214,6 +222,48 @@ def _limited(t, fn):
         return fn()
 
 
+def anchor(b):
+    """The oldest yardstick: Smith's scalar loop, GPy's loop, the unblocked sweep and both methods.
+
+    One matrix per case, every implementation on the same L and L̄ under
+    the same BLAS thread setting (set once around the case), interleaved;
+    ratios are Smith's time over each row's.  Every row is checked against
+    the long-double closed form.
+    """
+    gpy = _peer("GPy.util.choleskies")
+    if gpy is None:
+        b.note("anchor: GPy is not installed, its row is left out")
+    # GPy's backprop_gradient is its compiled loop (backprop_gradient_par_c, a BLAS ?symv
+    # per column) when its Cython module loads, a Python loop otherwise: the record says which.
+    gpy_function = gpy.backprop_gradient.__name__ if gpy is not None else None
+    for n, t in ANCHOR["quick" if b.quick else "full"]:
+        K, L, Lb = spd_problem(n)
+        impls = {"smith_rev": lambda: ref.smith_rev(L, Lb)}
+        if gpy is not None:
+            impls["GPy backprop_gradient"] = gpy_rev(L, Lb)
+        impls["sweep_rev"] = lambda: ref.sweep_rev(L, Lb)
+        impls["chol_rev sweep"] = lambda: blockchol.chol_rev(L, Lb, method="sweep")
+        impls["chol_rev closed"] = lambda: blockchol.chol_rev(L, Lb, method="closed")
+        setting = "BLAS %d thread%s" % (t, "s" * (t > 1)) if t else "BLAS pools as they are"
+        with threadpool_limits(t, user_api="blas") if t else contextlib.nullcontext():
+            b.compare("anchor", "N=%d, %s" % (n, setting), impls, truth_check(L, Lb, 1e-10),
+                      baseline="smith_rev", n=n, threads=t, gpy_function=gpy_function)
+
+
+def truth_check(L, Lb, tol):
+    """check(name, output): relative Frobenius error against closed_rev in long double.
+
+    ``spd_problem``'s matrices have cond(K) ~ 1e2, so every correct form
+    lands near 1e-15 and ``tol`` only separates right from wrong.
+    """
+    truth = ref.closed_rev(L, Lb, dtype=np.longdouble)
+
+    def check(name, out):
+        err = _fro(out, truth)
+        return err, err <= tol
+    return check
+
+
 def blocks(b):
     """The sweep's block width and the closed form's product height, against N."""
     for n, sizes in BLOCKS["quick" if b.quick else "full"]:
@@ -233,11 +283,11 @@ def blocks(b):
 def accuracy(b):
     """Issue 8's table: relative errors against the long-double truth, every method, same matrices."""
     torch, jax = _peer("torch"), _peer("jax")
-    for kernel, n, jitter in ACCURACY:
-        K, L, Lb = ref.covariance_problem(kernel, n, jitter)
+    for family, n, jitter in ACCURACY:
+        K, L, Lb = ref.covariance_problem(family, n, jitter)
         row = _errors(K, L, Lb, torch, jax, worst=True)
         for impl, err in row.items():
-            b.record("accuracy", "%s %d %g" % (kernel, n, jitter), impl, error=err,
+            b.record("accuracy", "%s %d %g" % (family, n, jitter), impl, error=err,
                      cond=float(np.linalg.cond(K)))
     for jitter in JITTERS[::2] if b.quick else JITTERS:
         K, L, Lb = ref.covariance_problem("rbf", 200, jitter)
@@ -290,7 +340,7 @@ def _external(module):
 
 
 def anatomy(b):
-    """Where the accuracy goes: operations, formulations, kernels (bench/anatomy.py)."""
+    """Where the accuracy goes: operations, formulations, diagonal-block kernels (bench/anatomy.py)."""
     from . import anatomy as study
     study.run(b)
 
