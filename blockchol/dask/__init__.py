@@ -361,7 +361,8 @@ def _prepare(g, X, kind, lower, name):
         for J in range(I + 1):
             source = (X.name, I, J) if lower else (X.name, J, I)
             fn = partial(_tiles.prepare, dtype=g.dtype, conj_t=not lower, kind=kind,
-                         row0=g.offsets[I], col0=g.offsets[J], name=name, lower=lower)
+                         row0=g.offsets[I], col0=g.offsets[J], name=name, lower=lower,
+                         diagonal=I == J)
             tiles[I, J] = g.add(g.key("prepare-" + name.lower().replace("_", "-"), I, J), 0.0,
                                 fn, source)
     return tiles
