@@ -548,3 +548,25 @@ def test_bench_suite_rows(monkeypatch):
     m = dask_suite.model(cases=((100_000, 4000),), workers=(16,))
     assert m[0]["T"] == 25 and 0 < m[0]["efficiency"] <= 1
     assert "Performance model" in dask_suite.render_model(m)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_the_performance_model_counts_the_built_graph(method):
+    # bench.dask_suite.model's task count, product count and critical path (the
+    # formulas of notes.md's performance model) against the graphs blockchol.dask
+    # builds, T = 16: the formulas drop lower-order terms, within 5 % here.
+    from bench import dask_suite
+    T, b = 16, 3
+    row = dask_suite.model(cases=((T * b, b),), workers=(1,), method=method)[0]
+    for direction in ("rev", "fwd"):
+        stats = dask_suite.graph_stats(T * b, b, "%s_%s" % (method, direction))
+        assert stats["tiles"] == T
+        if direction == "rev":      # the model is chol_rev's
+            assert stats["tasks"] == pytest.approx(row["tasks"], rel=0.05)
+            assert stats["critical_path"] == pytest.approx(row["critical_path_tasks"], rel=0.05)
+        # products: 7T³/6 (closed) and T³/3 (sweep) in both directions; the forward
+        # sweep's diagonal-tile updates add T²/2 (+7 % at T = 16).
+        products = 7 * T ** 3 / 6 if method == "closed" else T ** 3 / 3 + (T * T / 2) * (
+            direction == "fwd")
+        assert stats["products"] == pytest.approx(products, rel=0.05)
+        assert stats["span_s"] < stats["work_s"]
