@@ -506,7 +506,7 @@ def test_demo_graph_matches_the_in_core_demo():
     from blockchol import demo
     from blockchol.demo import _dask as _dask_demo
     X, y, _, _ = _dask_demo.synthetic(90, 2, seed=3)
-    theta = _dask_demo.start_point(X, y)
+    theta = demo.start_point(X, y)
     f_core, g_core = demo.log_lik_and_grad(theta, X, y)
     for method in METHODS:
         f, g = dask.compute(*_dask_demo.log_lik_and_grad_graph(theta, X, y, 30, method),

@@ -54,7 +54,7 @@ def closed_rev(g, Lp, Bp):
 
 
 def sweep_rev(g, Lp, Bp):
-    """The blocked reverse sweep with tiles as blocks (the loop of notes.md section 1, tile by tile).
+    """The blocked reverse sweep with tiles as blocks: notes.md section 1's loop, tile by tile.
 
     Step J (last to first) with R = L[J, :J], D = L_JJ, B = L[J+1:, :J],
     C = L[J+1:, J]:  C̄ ← C̄ D⁻¹;  B̄ ← B̄ − C̄ R;  D̄ ← D̄ − C̄ᴴ C;
