@@ -274,6 +274,7 @@ def test_gpy_is_left_out_where_it_cannot_fit(monkeypatch):
     assert "more than this machine's memory" in demo.gpy_unavailable(1000)
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/status")
 def test_out_of_memory_is_one_line(tmp_path):
     # An N that fits the machine's memory but not this process's (an address-space
     # limit of 300 MB above what is loaded; one 8000 × 8000 matrix is 512 MB).
