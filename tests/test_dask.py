@@ -40,7 +40,7 @@ def tolerance(L, dtype=None):
     Both sides are backward stable, so they differ by a few roundings of the
     result amplified by the conditioning: 4 (N + 1) eps κ₂(K), κ₂(K) = κ₂(L)²,
     eps of ``dtype`` (default L's).  Measured on this module's problems
-    (κ ≤ 70): at most 0.4 of the bar for N = 1 and 0.003 for N ≥ 6, every
+    (κ ≤ 70): at most 0.2 of the bar for N = 1 and 0.003 for N ≥ 6, every
     method, direction and dtype; an error in the algebra shows at O(1).
     """
     n = L.shape[0]
