@@ -31,7 +31,7 @@ import blockchol
 
 from .suites import rev_check, spd_problem
 
-__all__ = ["run", "model", "render_model", "main"]
+__all__ = ["run", "graph_stats", "model", "render_model", "main"]
 
 #: N → tile sizes for the threaded scheduler; (N, tile) on the cluster.
 TILES = {"full": {4000: (500, 1000, 2000), 8000: (1000, 2000)}, "quick": {2000: (500, 1000)}}
@@ -108,6 +108,47 @@ def run(b):
 # The performance model (notes.md, "blockchol.dask")
 
 
+def graph_stats(n, tile, form="closed_rev", dtype="float64"):
+    """Task count, critical path and work of one form's graph, n × n with tile × tile tiles.
+
+    Builds the graph as :func:`blockchol.dask.chol_rev` and ``chol_fwd`` do
+    (lower factor, triangular result), on placeholder inputs, and computes
+    nothing.  ``form``: closed_rev, sweep_rev, closed_fwd or sweep_fwd.
+    Returns a dict: ``tiles`` (T), ``tasks`` (in the graph, without the
+    inputs' own), ``products`` (the accumulating tasks), ``critical_path``
+    (tasks on the longest dependency chain), ``span_s`` and ``work_s`` (the
+    graph's cost model: its time on unboundedly many workers, and on one).
+    """
+    from blockchol.dask import _forms, _graph, _tiles
+
+    class Recording(_graph.TaskGraph):
+        work = 0.0
+
+        def cost(self, flops):
+            c = super().cost(flops)
+            self.work += c
+            return c
+
+    sizes = [tile] * (n // tile) + ([n % tile] if n % tile else [])
+    g = Recording("stats", sizes, dtype)
+    method, direction = form.split("_")
+    build, kind = _forms.FORMS[method, direction]
+    tiles = build(g, _graph.inputs(g, "L", "factor", True, "L"),
+                  _graph.inputs(g, "X", kind, True, "X"))
+    _graph.output(g, "out", tiles, True, False)
+    depth, products = {}, 0
+    for key, task in g.dsk.items():          # in insertion order: every task after its inputs
+        if not callable(task[0]):            # an alias of another key
+            depth[key] = depth[task]
+            continue
+        depth[key] = 1 + max((depth[a] for a in task[1:] if isinstance(a, tuple) and a in depth),
+                             default=0)
+        products += getattr(task[0], "func", None) is _tiles.mac
+    return {"n": n, "tile": tile, "form": form, "tiles": g.T, "tasks": len(g.dsk),
+            "products": products, "critical_path": max(depth.values()),
+            "span_s": max(g.done.values()), "work_s": g.work}
+
+
 def model(rate=40e9, bandwidth=1.25e9, overhead=1e-3, kappa=0.5, live=2.5,
           cases=((100_000, 4000), (200_000, 5000), (500_000, 8000), (1_000_000, 12500)),
           workers=(16, 64, 256, 1024), method="closed"):
@@ -116,24 +157,26 @@ def model(rate=40e9, bandwidth=1.25e9, overhead=1e-3, kappa=0.5, live=2.5,
     ``rate``: a worker's gemm rate on one tile (flop/s); ``bandwidth``: what
     one worker can send (bytes/s); ``overhead``: the scheduler's time per
     task (s, serial); ``kappa``: the fraction of operand tiles fetched from
-    another worker (0.17-0.3 measured with 2 workers, 0.4-0.7 with 4; 1 is
-    the worst case); ``live``: the live data in N×N matrices (≈ 2.5
-    measured).  Work W = 7N³/3 (closed) or 2N³/3 (sweep) flops; critical
-    path S ≈ 4T (closed) or 5T (sweep) tasks of 2b³ flops; a product moves
-    at most two tiles, so a worker sends κ·8/b bytes per flop it does.
-    Time on P workers, optimistic: T_P = max(W/(P R), S·2b³/R,
-    tasks·overhead) + κ·bytes/(P·B) (communication not overlapped);
-    pessimistic (Brent's bound): the sum of the four terms.  Efficiency
-    E = W/(P R T_P).
+    another worker (1 is the worst case); ``live``: the live data in N×N
+    matrices (the measured values of both are in notes.md, "Performance
+    model").  Work W = 7N³/3 (closed) or 2N³/3 (sweep) flops; tasks
+    7T³/6 + 4T² (closed) or T³/3 + 2.5T² (sweep); critical path S ≈ 4T + 2
+    (closed) or 5T (sweep) tasks of 2b³ flops (as :func:`graph_stats` counts
+    them on the built graphs); a product moves at most two tiles, so a
+    worker sends κ·8/b bytes per flop it does.  Time on P workers,
+    optimistic: T_P = max(W/(P R), S·2b³/R, tasks·overhead) + κ·bytes/(P·B)
+    (communication not overlapped); pessimistic (Brent's bound): the sum of
+    the four terms.  Efficiency E = W/(P R T_P).
     """
     rows = []
     for n, b in cases:
         T = math.ceil(n / b)
         if method == "closed":
             products, flops, span_tasks = 7 * T ** 3 / 6, 7 * n ** 3 / 3, 4 * T + 2
+            tasks = products + 4 * T * T
         else:
             products, flops, span_tasks = T ** 3 / 3, 2 * n ** 3 / 3, 5 * T
-        tasks = products + 4 * T * T
+            tasks = products + 2.5 * T * T
         task_s = 2 * b ** 3 / rate
         span = span_tasks * task_s
         moved = kappa * products * 2 * b * b * 8              # bytes, all workers together

@@ -19,12 +19,17 @@ of :func:`blockchol.chol_rev` and :func:`blockchol.chol_fwd`:
 * dtype ``np.result_type(L, X, float32)``, integers and booleans as float64;
   float32, float64, complex64, complex128.
 
-The graph is built here, tile by tile; every task works on at most three
-tiles and calls BLAS on them (:mod:`blockchol.dask._tiles`), and any dask
-scheduler runs it: the threaded and process schedulers, or dask.distributed.
-Tiles are the chunks of ``L``: see :func:`chol_rev` for how other chunkings
-are turned into square tiles.  The design, the task counts and a
-performance model are in notes.md (section "blockchol.dask").
+The graph is built in this process, tile by tile, and any dask scheduler
+runs it: the threaded and process schedulers, or dask.distributed.  Every
+task works on at most three tiles and calls BLAS on them.  Tiles are the
+chunks of ``L``: see :func:`chol_rev` for how other chunkings are turned
+into square tiles.  The design, the task counts and a performance model are
+in notes.md (section "blockchol.dask").
+
+Modules: this one holds the public functions and their arguments;
+:mod:`._graph` the task graph under construction (keys, cost model, input
+and output tiles); :mod:`._forms` the graphs of the four forms closed_rev,
+sweep_rev, closed_fwd and sweep_fwd; :mod:`._tiles` the tasks' bodies.
 
 BLAS threads: each task calls BLAS on one tile, and the scheduler runs
 tasks in parallel.  dask.distributed workers start with one BLAS thread
@@ -34,7 +39,6 @@ threads compete for the cores.
 """
 
 import math
-from functools import partial
 
 import numpy as np
 
@@ -45,23 +49,14 @@ try:
 except ImportError as error:     # pragma: no cover - exercised in a subprocess by the tests
     raise ImportError("blockchol.dask needs dask: pip install 'blockchol[dask]'") from error
 
-from . import _tiles
 from ..core.api import as_input_array, result_dtype
-from ._tiles import C, N
+from ._forms import FORMS
+from ._graph import TaskGraph, inputs, output
 
 __all__ = ["chol_rev", "chol_fwd", "METHODS"]
 
 #: The two ways to compute the derivatives (see :func:`chol_rev`).
 METHODS = ("closed", "sweep")
-
-# Cost model used only to order each tile's sum (and for the statistics in
-# graph_stats): one task costs its flops at _RATE plus _OVERHEAD seconds.
-_RATE = 3.5e10
-_OVERHEAD = 1e-3
-
-
-# --------------------------------------------------------------------------
-# Public functions
 
 
 def chol_rev(L, L_bar, *, lower=True, symmetric=False, method="closed"):
@@ -162,17 +157,8 @@ def chol_rev(L, L_bar, *, lower=True, symmetric=False, method="closed"):
     >>> bool(np.allclose(S.compute(), S_in_core))
     True
     """
-    symmetric = bool(symmetric)
     L, X, dtype = _arguments(L, L_bar, ("L", "L_bar"), method)
-    token = tokenize("blockchol-chol-rev", L, X, bool(lower), symmetric, method, dtype)
-    if L.shape[0] == 0:
-        return da.zeros((0, 0), dtype=dtype)
-    g = _Graph(token, L.chunks[0], dtype)
-    build = _rev_closed if method == "closed" else _rev_sweep
-    tiles = build(g, _prepare(g, L, "factor", lower, "L"), _prepare(g, X, "lower", lower, "L_bar"))
-    name = "blockchol-chol-rev-" + token
-    _output(g, name, tiles, lower, symmetric)
-    return _array(g, name, L, X, dtype)
+    return _derivative("rev", method, L, X, ("L", "L_bar"), dtype, bool(lower), bool(symmetric))
 
 
 def chol_fwd(L, K_dot, *, lower=True, method="closed"):
@@ -219,19 +205,22 @@ def chol_fwd(L, K_dot, *, lower=True, method="closed"):
            [-0.125     ,  0.44194174]])
     """
     L, X, dtype = _arguments(L, K_dot, ("L", "K_dot"), method)
-    token = tokenize("blockchol-chol-fwd", L, X, bool(lower), method, dtype)
+    return _derivative("fwd", method, L, X, ("L", "K_dot"), dtype, bool(lower), False)
+
+
+def _derivative(direction, method, L, X, names, dtype, lower, symmetric):
+    """The lazy result of one form on arguments settled by :func:`_arguments`."""
     if L.shape[0] == 0:
         return da.zeros((0, 0), dtype=dtype)
-    g = _Graph(token, L.chunks[0], dtype)
-    if method == "closed":
-        tiles = _fwd_closed(g, _prepare(g, L, "factor", lower, "L"),
-                            _prepare(g, X, "hermitian", lower, "K_dot"))
-    else:
-        tiles = _fwd_sweep(g, _prepare(g, L, "factor", lower, "L"),
-                           _prepare(g, X, "lower", lower, "K_dot"))
-    name = "blockchol-chol-fwd-" + token
-    _output(g, name, tiles, lower, False)
-    return _array(g, name, L, X, dtype)
+    token = tokenize("blockchol-chol-" + direction, L, X, lower, symmetric, method, dtype)
+    g = TaskGraph(token, L.chunks[0], dtype)
+    build, kind = FORMS[method, direction]
+    tiles = build(g, inputs(g, L.name, "factor", lower, names[0]),
+                  inputs(g, X.name, kind, lower, names[1]))
+    name = "blockchol-chol-%s-%s" % (direction, token)
+    output(g, name, tiles, lower, symmetric)
+    graph = HighLevelGraph.from_collections(name, g.dsk, dependencies=[L, X])
+    return da.Array(graph, name, chunks=(g.sizes, g.sizes), meta=np.empty((0, 0), dtype=dtype))
 
 
 # --------------------------------------------------------------------------
@@ -278,284 +267,3 @@ def _input(x, name):
             raise TypeError("%s: expected a numeric array, got dtype %s" % (name, x.dtype))
         return x
     return as_input_array(x, name)
-
-
-# --------------------------------------------------------------------------
-# The graph
-
-
-class _Graph:
-    """A task dict under construction, with each key's estimated finish time.
-
-    The estimate assumes as many workers as there is parallelism (each task
-    starts when its inputs are done, costs its flops at ``_RATE`` plus
-    ``_OVERHEAD``).  It decides the order in which each tile's sum takes
-    its terms -- the ones expected ready first go first -- and gives the
-    critical path reported by :func:`_graph_stats`.
-    """
-
-    def __init__(self, token, sizes, dtype):
-        self.token = token
-        self.sizes = tuple(int(s) for s in sizes)
-        self.offsets = tuple(int(o) for o in np.cumsum((0,) + self.sizes[:-1]))
-        self.T = len(self.sizes)
-        self.dtype = np.dtype(dtype)
-        self.flop_factor = 4.0 if self.dtype.kind == "c" else 1.0
-        self.dsk = {}
-        self.done = {}      # key -> estimated finish time
-        self.depth = {}     # key -> tasks on the longest path ending at it
-        self.work = 0.0     # total estimated task time
-
-    def key(self, what, *idx):
-        return ("blockchol-%s-%s" % (what, self.token),) + idx
-
-    def add(self, key, flops, func, *args):
-        deps = [a for a in args if isinstance(a, tuple) and a in self.done]
-        start = max((self.done[d] for d in deps), default=0.0)
-        cost = self.flop_factor * flops / _RATE + _OVERHEAD
-        self.done[key] = start + cost
-        self.depth[key] = 1 + max((self.depth[d] for d in deps), default=0)
-        self.work += cost
-        self.dsk[key] = (func,) + args
-        return key
-
-    def ready(self, key):
-        return self.done.get(key, 0.0)
-
-    def chain(self, what, idx, init, init_op, terms):
-        """op(init) + Σ alpha op(a) op(b), one accumulating task per term.
-
-        ``terms``: (alpha, a, a_op, b, b_op, tri, (m, k, n)) tuples (``tri``
-        as in :func:`._tiles.mac`).  ``init`` None starts from the first
-        product.  Terms are taken in order of expected readiness (ties in
-        the order given).  Returns the (key, op) of the sum.
-        """
-        order = sorted(range(len(terms)),
-                       key=lambda t: (max(self.ready(terms[t][1]), self.ready(terms[t][3])), t))
-        acc, op = init, init_op
-        for s, t in enumerate(order):
-            alpha, a, a_op, b, b_op, tri, (m, k, n) = terms[t]
-            flops = (1.0 if tri else 2.0) * m * k * n
-            acc = self.add(self.key(what, *idx, s), flops, partial(_tiles.mac, tri=tri),
-                           acc, op, alpha, a, a_op, b, b_op)
-            op = N
-        return acc, op
-
-    def term(self, alpha, a, a_op, b, b_op, shape, tri=None):
-        return (alpha, a, a_op, b, b_op, tri, shape)
-
-    def solve(self, what, idx, acc, op, t, side, t_op, m, n):
-        """op(acc) solved against the lower-triangular tile t (see :func:`._tiles.solve`)."""
-        k = m if side == 0 else n
-        return self.add(self.key(what, *idx), float(k) * m * n,
-                        partial(_tiles.solve, side=side, t_op=t_op), acc, op, t)
-
-    def elementwise(self, what, idx, func, *args):
-        return self.add(self.key(what, *idx), 0.0, func, *args)
-
-
-def _prepare(g, X, kind, lower, name):
-    """One task per read tile: X's tile (I, J), I ≥ J, in lower-factor form (see _tiles.prepare)."""
-    tiles = {}
-    for I in range(g.T):
-        for J in range(I + 1):
-            source = (X.name, I, J) if lower else (X.name, J, I)
-            fn = partial(_tiles.prepare, dtype=g.dtype, conj_t=not lower, kind=kind,
-                         row0=g.offsets[I], col0=g.offsets[J], name=name, lower=lower)
-            tiles[I, J] = g.add(g.key("prepare-" + name.lower().replace("_", "-"), I, J), 0.0,
-                                fn, source)
-    return tiles
-
-
-def _rev_closed(g, Lp, Bp):
-    """G = Φ(X), X = Y L⁻¹, Y = L⁻ᴴ M, M = P + Pᴴ, P = Φ(Lᴴ L̄): the lower tiles of G."""
-    T, s = g.T, g.sizes
-    # P's lower tiles: P_IJ = Σ_{K ≥ I} L_KIᴴ L̄_KJ (the K = I term by trmm), and M's diagonal.
-    P = {}
-    for I in range(T):
-        for J in range(I + 1):
-            terms = [g.term(1.0, Lp[I, I], C, Bp[I, J], N, (s[I], s[I], s[J]), tri="a")]
-            terms += [g.term(1.0, Lp[K, I], C, Bp[K, J], N, (s[I], s[K], s[J]))
-                      for K in range(I + 1, T)]
-            P[I, J], _ = g.chain("rev-P", (I, J), None, N, terms)
-        P[I, I] = g.elementwise("rev-M", (I, I), _tiles.phi_hermitian, P[I, I])
-
-    def M(I, J):    # M = P + Pᴴ: P below the diagonal, Pᴴ above
-        return (P[I, J], N) if I >= J else (P[J, I], C)
-
-    # Y = L⁻ᴴ M, all tiles: Y_IJ = L_IIᴴ⁻¹ (M_IJ − Σ_{K > I} L_KIᴴ Y_KJ), bottom row first.
-    Y = {}
-    for I in reversed(range(T)):
-        for J in range(T):
-            terms = [g.term(-1.0, Lp[K, I], C, Y[K, J], N, (s[I], s[K], s[J]))
-                     for K in range(I + 1, T)]
-            acc, op = g.chain("rev-Y-update", (I, J), *M(I, J), terms)
-            Y[I, J] = g.solve("rev-Y", (I, J), acc, op, Lp[I, I], 0, C, s[I], s[J])
-    # X = Y L⁻¹, all tiles: X_IJ = (Y_IJ − Σ_{K > J} X_IK L_KJ) L_JJ⁻¹, last column first.
-    X = {}
-    for J in reversed(range(T)):
-        for I in range(T):
-            terms = [g.term(-1.0, X[I, K], N, Lp[K, J], N, (s[I], s[K], s[J]))
-                     for K in range(J + 1, T)]
-            acc, op = g.chain("rev-X-update", (I, J), Y[I, J], N, terms)
-            X[I, J] = g.solve("rev-X", (I, J), acc, op, Lp[J, J], 1, N, s[I], s[J])
-    G = {(I, J): X[I, J] for I in range(T) for J in range(I)}
-    for I in range(T):
-        G[I, I] = g.elementwise("rev-phi", (I, I), _tiles.phi, X[I, I])
-    return G
-
-
-def _rev_sweep(g, Lp, Bp):
-    """The blocked reverse sweep with tiles as blocks (the loop of notes.md section 1, tile by tile).
-
-    Step J (last to first) with R = L[J, :J], D = L_JJ, B = L[J+1:, :J],
-    C = L[J+1:, J]:  C̄ ← C̄ D⁻¹;  B̄ ← B̄ − C̄ R;  D̄ ← D̄ − C̄ᴴ C;
-    G_D = chol_rev(D, D̄);  R̄ ← R̄ − C̄ᴴ B − (G_D + G_Dᴴ) R.
-    Each tile's updates are one chain, gathered when the tile is solved:
-    tile (I, J), I > J, receives −C̄_I'Iᴴ L_I'J (I' > I, step I),
-    −X_I L_IJ (step I) and −C̄_IJ' L_J'J (J < J' < I, steps J').
-    """
-    T, s = g.T, g.sizes
-    Cb, Xd, G = {}, {}, {}
-    for J in reversed(range(T)):
-        for I in range(J + 1, T):
-            terms = [g.term(-1.0, Cb[I2, I], C, Lp[I2, J], N, (s[I], s[I2], s[J]))
-                     for I2 in range(I + 1, T)]
-            terms.append(g.term(-1.0, Xd[I], N, Lp[I, J], N, (s[I], s[I], s[J])))
-            terms += [g.term(-1.0, Cb[I, J2], N, Lp[J2, J], N, (s[I], s[J2], s[J]))
-                      for J2 in range(J + 1, I)]
-            acc, op = g.chain("rev-sweep-update", (I, J), Bp[I, J], N, terms)
-            Cb[I, J] = g.solve("rev-sweep-solve", (I, J), acc, op, Lp[J, J], 1, N, s[I], s[J])
-        terms = [g.term(-1.0, Cb[I, J], C, Lp[I, J], N, (s[J], s[I], s[J]))
-                 for I in range(J + 1, T)]
-        acc, _ = g.chain("rev-sweep-diagonal-update", (J,), Bp[J, J], N, terms)
-        G[J, J] = g.add(g.key("rev-sweep-kernel", J, J), 2.0 / 3.0 * s[J] ** 3,
-                        _tiles.rev_kernel, Lp[J, J], acc)
-        if J:
-            Xd[J] = g.elementwise("rev-sweep-hermitian", (J,), _tiles.hermitian_sum, G[J, J])
-    G.update(Cb)
-    return G
-
-
-def _fwd_closed(g, Lp, Kp):
-    """L̇ = L Φ(X), X = L⁻¹ Y, Y = K̇ L⁻ᴴ: both solves on all tiles, then the lower tiles of X."""
-    T, s = g.T, g.sizes
-
-    def Kd(I, J):   # the Hermitian K̇: prepared tiles below the diagonal, their ᴴ above
-        return (Kp[I, J], N) if I >= J else (Kp[J, I], C)
-
-    # Y = K̇ L⁻ᴴ: Y_IJ = (K̇_IJ − Σ_{K < J} Y_IK L_JKᴴ) L_JJ⁻ᴴ, first column first.
-    Y = {}
-    for J in range(T):
-        for I in range(T):
-            terms = [g.term(-1.0, Y[I, K], N, Lp[J, K], C, (s[I], s[K], s[J])) for K in range(J)]
-            acc, op = g.chain("fwd-Y-update", (I, J), *Kd(I, J), terms)
-            Y[I, J] = g.solve("fwd-Y", (I, J), acc, op, Lp[J, J], 1, C, s[I], s[J])
-    # X = L⁻¹ Y: X_IJ = L_II⁻¹ (Y_IJ − Σ_{K < I} L_IK X_KJ), top row first.  Its
-    # lower tiles need the upper ones above them: the solve is full.
-    X = {}
-    for I in range(T):
-        for J in range(T):
-            terms = [g.term(-1.0, Lp[I, K], N, X[K, J], N, (s[I], s[K], s[J])) for K in range(I)]
-            acc, op = g.chain("fwd-X-update", (I, J), Y[I, J], N, terms)
-            X[I, J] = g.solve("fwd-X", (I, J), acc, op, Lp[I, I], 0, N, s[I], s[J])
-    F = {(I, J): X[I, J] for I in range(T) for J in range(I)}
-    for I in range(T):
-        F[I, I] = g.elementwise("fwd-phi", (I, I), _tiles.phi, X[I, I])
-    # L̇ = L Φ(X), both lower: L̇_IJ = Σ_{J ≤ K ≤ I} L_IK F_KJ (triangular tiles by trmm).
-    Ld = {}
-    for I in range(T):
-        for J in range(I + 1):
-            terms = [g.term(1.0, Lp[I, I], N, F[I, J], N, (s[I], s[I], s[J]), tri="a")]
-            if J < I:
-                terms.append(g.term(1.0, Lp[I, J], N, F[J, J], N, (s[I], s[J], s[J]), tri="b"))
-            terms += [g.term(1.0, Lp[I, K], N, F[K, J], N, (s[I], s[K], s[J]))
-                      for K in range(J + 1, I)]
-            Ld[I, J], _ = g.chain("fwd-product", (I, J), None, N, terms)
-    return Ld
-
-
-def _fwd_sweep(g, Lp, Kp):
-    """The blocked forward sweep with tiles as blocks (_sweep.fwd_sweep, tile by tile).
-
-    Step J (first to last): [Ż; Y] = [K̇_JJ; K̇_CJ] − [Ṙ; Ḃ] Rᴴ − [R; B] Ṙᴴ;
-    Ḋ = chol_fwd(D, Ż);  Ċ = (Y − C Ḋᴴ) D⁻ᴴ.
-    """
-    T, s = g.T, g.sizes
-    Ld = {}
-    for J in range(T):
-        for I in range(J, T):
-            terms = []
-            for K in range(J):
-                terms.append(g.term(-1.0, Ld[I, K], N, Lp[J, K], C, (s[I], s[K], s[J])))
-                terms.append(g.term(-1.0, Lp[I, K], N, Ld[J, K], C, (s[I], s[K], s[J])))
-            if I > J:
-                terms.append(g.term(-1.0, Lp[I, J], N, Ld[J, J], C, (s[I], s[J], s[J]), tri="b"))
-            acc, op = g.chain("fwd-sweep-update", (I, J), Kp[I, J], N, terms)
-            if I == J:
-                Ld[J, J] = g.add(g.key("fwd-sweep-kernel", J, J), 2.0 * s[J] ** 3,
-                                 _tiles.fwd_kernel, Lp[J, J], acc)
-            else:
-                Ld[I, J] = g.solve("fwd-sweep-solve", (I, J), acc, op, Lp[J, J], 1, C, s[I], s[J])
-    return Ld
-
-
-def _output(g, name, tiles, lower, symmetric):
-    """The result's tiles under ``name``: aliases of (or tasks on) the lower tiles of G."""
-    T, s = g.T, g.sizes
-    for I in range(T):
-        for J in range(T):
-            key = (name, I, J)
-            if symmetric:
-                if I >= J:
-                    g.add(key, 0.0, partial(_tiles.symmetric_lower, diagonal=I == J), tiles[I, J])
-                else:
-                    g.add(key, 0.0, _tiles.conj_transpose, (name, J, I))
-            elif (I >= J) == lower or I == J:
-                if lower:
-                    g.dsk[key] = tiles[I, J]        # alias
-                    g.done[key], g.depth[key] = g.done[tiles[I, J]], g.depth[tiles[I, J]]
-                else:
-                    g.add(key, 0.0, _tiles.conj_transpose, tiles[J, I])
-            else:
-                g.add(key, 0.0, partial(_tiles.zeros, (s[I], s[J]), g.dtype))
-
-
-def _array(g, name, L, X, dtype):
-    graph = HighLevelGraph.from_collections(name, g.dsk, dependencies=[L, X])
-    chunks = (g.sizes, g.sizes)
-    return da.Array(graph, name, chunks=chunks, meta=np.empty((0, 0), dtype=dtype))
-
-
-# --------------------------------------------------------------------------
-# Statistics for the notes, the benchmark and the tests
-
-
-def _graph_stats(n, tile, kind="rev", method="closed", dtype=np.float64):
-    """Task count, critical path and work of the graph for an n × n problem with b × b tiles.
-
-    Returns a dict: ``tiles`` (T), ``tasks`` (in the graph, without the
-    inputs' own), ``products`` (the accumulating tasks), ``critical_path``
-    (tasks on the longest dependency chain), ``span_s`` and ``work_s``
-    (the cost model's time on unboundedly many workers, and on one).
-    """
-    sizes = [tile] * (n // tile) + ([n % tile] if n % tile else [])
-    g = _Graph("stats", sizes, dtype)
-    fake_L = type("Fake", (), {"name": "L"})()
-    fake_X = type("Fake", (), {"name": "X"})()
-    if kind == "rev":
-        build = _rev_closed if method == "closed" else _rev_sweep
-        tiles = build(g, _prepare(g, fake_L, "factor", True, "L"),
-                      _prepare(g, fake_X, "lower", True, "L_bar"))
-    else:
-        build = _fwd_closed if method == "closed" else _fwd_sweep
-        tiles = build(g, _prepare(g, fake_L, "factor", True, "L"),
-                      _prepare(g, fake_X, "hermitian" if method == "closed" else "lower", True,
-                               "K_dot"))
-    _output(g, "out", tiles, True, False)
-    products = sum(1 for task in g.dsk.values()
-                   if isinstance(task, tuple) and isinstance(task[0], partial)
-                   and task[0].func is _tiles.mac)
-    return {"n": n, "tile": tile, "tiles": g.T, "tasks": len(g.dsk), "products": products,
-            "critical_path": max(g.depth.values()), "span_s": max(g.done.values()),
-            "work_s": g.work}

@@ -52,12 +52,13 @@ def _shape(x, op):
 # Input tiles
 
 
-def prepare(x, dtype, conj_t, kind, row0, col0, name, lower):
+def prepare(x, dtype, conj_t, kind, row0, col0, name, lower, diagonal):
     """An input tile in lower-factor form: dtype, Fortran order, checks.
 
     ``x`` is the stored tile; with ``conj_t`` (upper factors) it is the
     stored tile at the mirrored position and the logical tile is ``xᴴ``.
-    ``kind``:
+    ``diagonal``: whether it is a diagonal tile (I = J); not ``row0 == col0``,
+    which also holds below an empty diagonal tile.  ``kind``:
 
     * ``"factor"``: a tile of L; on the diagonal its upper triangle is zeroed
       and its diagonal must be real, positive and finite
@@ -71,7 +72,6 @@ def prepare(x, dtype, conj_t, kind, row0, col0, name, lower):
     ``row0``, ``col0`` are the logical tile's global offsets, for messages.
     """
     a = np.array(x.T.conj() if conj_t else x, dtype=dtype, order="F")
-    diagonal = row0 == col0
     if diagonal:
         a = np.asfortranarray(np.tril(a))
     with np.errstate(over="ignore", invalid="ignore"):

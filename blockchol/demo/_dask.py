@@ -5,11 +5,11 @@
     python -m blockchol.demo --dask tcp://host:8786   # a running cluster
     python -m blockchol.demo._dask --help             # the extra options (tiles, method, ...)
 
-The model is the demo's (blockchol/demo.py): ARD squared-exponential kernel
-plus noise, theta = log(ell_1..ell_D, sf2, sn2), evaluated once at the
-demo's start point.  Tile by tile, lazily:
+The model is the in-core demo's (blockchol/demo/_model.py): ARD
+squared-exponential covariance plus noise, theta = log(ell_1..ell_D, sf2,
+sn2), evaluated once at the demo's start point.  Tile by tile, lazily:
 
-    K      = se_kernel(X_I, X_J) (+ sn2 I on diagonal tiles)     tiles from the inputs
+    K      = se_covariance(X_I, X_J) (+ sn2 I on diagonal tiles)  tiles from the inputs
     L      = dask.array.linalg.cholesky(K, lower=True)
     v      = L⁻¹ y,  alpha = L⁻ᵀ v                               dask's solve_triangular
     f      = -1/2 vᵀv - Σ log L_ii - N/2 log 2π
@@ -39,12 +39,19 @@ import warnings
 
 import numpy as np
 
-import blockchol.demo as demo
+from . import _model as model
+from ._model import DemoError
 
 DEFAULT_N = 10000
 DEFAULT_TILE = 1000
 CHECK_N = 2000
 FEATURES = 2000          # random Fourier features for the synthetic draw
+#: Seconds to wait for the scheduler at ADDRESS (dask's own default is 30).
+CONNECT_TIMEOUT = 5
+#: Bytes per task of the graph held in this process (620-700 measured with
+#: tracemalloc for 8-24 tiles per side); with blockchol's products alone as the
+#: task count, a lower bound on the graph's memory, which refuses what cannot fit.
+BYTES_PER_TASK = 600
 
 
 # --------------------------------------------------------------------------
@@ -59,22 +66,16 @@ def synthetic(n, dims, seed):
     as M grows.  Returns X, y, names, the true log-parameters.
     """
     rng = np.random.default_rng(seed)
-    ell = np.resize(demo.TRUE_ELL, dims)
+    ell = np.resize(model.TRUE_ELL, dims)
     X = rng.uniform(0.0, 5.0, size=(n, dims))
     omega = rng.standard_normal((dims, FEATURES)) / ell[:, None]
     phase = rng.uniform(0.0, 2 * np.pi, FEATURES)
-    weights = rng.standard_normal(FEATURES) * np.sqrt(2 * demo.TRUE_SF2 / FEATURES)
+    weights = rng.standard_normal(FEATURES) * np.sqrt(2 * model.TRUE_SF2 / FEATURES)
     f = np.concatenate([np.cos(X[i:i + 4096] @ omega + phase) @ weights
                         for i in range(0, n, 4096)])
-    y = f + np.sqrt(demo.TRUE_SN2) * rng.standard_normal(n)
-    theta = np.log(np.concatenate([ell, [demo.TRUE_SF2, demo.TRUE_SN2]]))
+    y = f + np.sqrt(model.TRUE_SN2) * rng.standard_normal(n)
+    theta = np.log(np.concatenate([ell, [model.TRUE_SF2, model.TRUE_SN2]]))
     return X, y, ["x%d" % (d + 1) for d in range(dims)] + ["y"], theta
-
-
-def start_point(X, y, noise=None):
-    """The in-core demo's start: lengthscales at the inputs' spread, var(y), noise var(y)/10."""
-    noise0 = noise if noise is not None else y.var() / 10
-    return np.log(np.concatenate([X.std(axis=0), [y.var(), noise0]]))
 
 
 def tile_for(n, target):
@@ -83,19 +84,28 @@ def tile_for(n, target):
         return n
     divisors = [d for d in range(max(1, target // 2), min(n, 2 * target) + 1) if n % d == 0]
     if not divisors:
-        raise demo.DemoError(
+        raise DemoError(
             "dask.array.linalg.cholesky needs equal square tiles: N=%d has no divisor between "
             "%d and %d; choose N a multiple of %d (or pass --tile)" % (n, target // 2, 2 * target,
                                                                        target))
     return min(divisors, key=lambda d: abs(math.log(d / target)))
 
 
+def tiles_for_check(m):
+    """Tiles for the check on m points: about four per side, or one where m has no divisor
+    near m / 4 (the check needs no particular tiling)."""
+    try:
+        return tile_for(m, max(1, m // 4))
+    except DemoError:
+        return m
+
+
 # --------------------------------------------------------------------------
 # The graph
 
 
-def _kernel_tile(Xi, Xj, ell, sf2, sn2, diagonal):
-    K = demo.se_kernel(Xi, Xj, ell, sf2)
+def _covariance_tile(Xi, Xj, ell, sf2, sn2, diagonal):
+    K = model.se_covariance(Xi, Xj, ell, sf2)
     if diagonal:
         K[np.diag_indices_from(K)] += sn2
     return K
@@ -103,7 +113,7 @@ def _kernel_tile(Xi, Xj, ell, sf2, sn2, diagonal):
 
 def _contract_tile(G, Xi, Xj, ell, sf2, sn2, diagonal):
     """Σ G ⊙ ∂K/∂θ_p over one lower tile (G lower triangular on the diagonal), shape (1, 1, P)."""
-    Kf = demo.se_kernel(Xi, Xj, ell, sf2)
+    Kf = model.se_covariance(Xi, Xj, ell, sf2)
     W = G * Kf
     out = np.empty(len(ell) + 2)
     for d in range(len(ell)):
@@ -127,15 +137,16 @@ def log_lik_and_grad_graph(theta, X, y, tile, method="closed"):
     import blockchol.dask as bd
 
     n, dims = X.shape
-    ell, sf2, sn2 = demo.unpack(theta)
+    ell, sf2, sn2 = model.unpack(theta)
     Xd = da.from_array(X, chunks=(tile, dims))
     yd = da.from_array(y, chunks=tile)
     T = len(Xd.chunks[0])
     token = tokenize(theta, Xd, tile, method)
 
     # K, tile by tile from the inputs (dask's cholesky reads the upper and diagonal tiles).
-    name = "gp-kernel-" + token
-    dsk = {(name, i, j): (_kernel_tile, (Xd.name, i, 0), (Xd.name, j, 0), ell, sf2, sn2, i == j)
+    name = "gp-covariance-" + token
+    dsk = {(name, i, j): (_covariance_tile, (Xd.name, i, 0), (Xd.name, j, 0), ell, sf2, sn2,
+                          i == j)
            for i in range(T) for j in range(T)}
     K = da.Array(HighLevelGraph.from_collections(name, dsk, dependencies=[Xd]), name,
                  chunks=(Xd.chunks[0], Xd.chunks[0]), dtype=np.float64)
@@ -226,7 +237,12 @@ def _cluster(address, workers, memory_limit):
     import dask
     from distributed import Client, LocalCluster
     if address:
-        return None, Client(address)
+        try:
+            return None, Client(address, timeout=CONNECT_TIMEOUT)
+        except Exception as e:      # a malformed address, a refused or timed-out
+            # connection, a server that is not a dask scheduler: all the user's to fix
+            raise DemoError("cannot connect to a dask scheduler at %s (%s: %s)"
+                            % (address, type(e).__name__, e)) from None
     config = {"distributed.worker.memory.target": 0.6}
     if memory_limit < RSS_THRESHOLDS_FROM:
         config.update({"distributed.worker.memory.spill": False,
@@ -251,30 +267,48 @@ def evaluate(client, theta, X, y, tile, method, show_progress):
     return float(f), np.asarray(grad), time.perf_counter() - start
 
 
-def run(opts):
-    if opts.data is None:
-        X, y, names, _ = synthetic(opts.n or DEFAULT_N, opts.dims or 3, opts.seed)
-        source = "synthetic GP draw (random Fourier features, seed %d)" % opts.seed
-    else:
-        X, y, names = demo.load_co2() if opts.data == "co2" else demo.load_csv(opts.data)
-        source = opts.data
-        if opts.n is not None and opts.n < len(y):
-            keep = np.sort(np.random.default_rng(opts.seed).choice(len(y), opts.n, replace=False))
-            X, y = X[keep], y[keep]
-        y = y - y.mean()
-    n, dims = X.shape
+def settle_tiles(n, opts):
+    """The tile size for N = n (``--tile`` or :func:`tile_for`); DemoError where the graph,
+    one task's tiles or the check against the in-core demo cannot fit in memory."""
     tile = opts.tile if opts.tile else tile_for(n, min(DEFAULT_TILE, max(1, n // 4)))
     if n % tile:
-        raise demo.DemoError("--tile %d does not divide N=%d (dask's cholesky needs equal tiles)"
-                             % (tile, n))
-    theta = start_point(X, y, opts.noise)
+        raise DemoError("--tile %d does not divide N=%d (dask's cholesky needs equal tiles)"
+                        % (tile, n))
+    T = n // tile
+    products = 7 * T ** 3 / 6 if opts.method == "closed" else T ** 3 / 3
+    model.check_memory("the task graph of N=%d in %d × %d tiles (%d per side, over %.3g tasks)"
+                       % (n, tile, tile, T, products), products * BYTES_PER_TASK,
+                       "use a smaller --n or a larger --tile")
+    model.check_memory("a task on %d × %d tiles" % (tile, tile), 4 * 8.0 * tile * tile,
+                       "use a smaller --tile")
+    m = min(n, opts.check_n)
+    model.check_memory("the check against the in-core demo on %d points" % m,
+                       model.MATRICES * 8.0 * m * m, "use a smaller --check-n")
+    return tile
+
+
+def run(opts):
+    if opts.data is None:
+        n, data = opts.n or DEFAULT_N, None
+    else:
+        data = model.load_data(opts.data, opts.n, opts.seed)
+        n = len(data[1])
+    tile = settle_tiles(n, opts)
     matrix = n * n * 8
     workers = opts.workers or _usable_cores()
     limit = opts.memory_limit or int(0.9 * matrix)
-    print("data: %s, N=%d, D=%d; tiles %d × %d (%d per side), method %r"
-          % (source, n, dims, tile, tile, n // tile, opts.method))
+    # The cluster before the synthetic draw (seconds at large N): a bad address fails at once.
     cluster, client = _cluster(opts.address, workers, limit)
     try:
+        if data is None:
+            X, y, names, _ = synthetic(n, opts.dims or 3, opts.seed)
+            source = "synthetic GP draw (random Fourier features, seed %d)" % opts.seed
+        else:
+            X, y, names, _, source = data
+        dims = X.shape[1]
+        theta = model.start_point(X, y, opts.noise)
+        print("data: %s, N=%d, D=%d; tiles %d × %d (%d per side), method %r"
+              % (source, n, dims, tile, tile, n // tile, opts.method))
         if cluster is not None:
             print("LocalCluster: %d workers × 1 thread, memory limit %.2f GB each "
                   "(one N×N float64 matrix: %.2f GB; data spilled to disk above 60 %%%s)"
@@ -303,10 +337,10 @@ def run(opts):
         # ---- the check against the in-core demo, where both fit
         m = min(n, opts.check_n)
         Xc, yc = X[:m], y[:m]
-        check_tile = tile_for(m, max(1, m // 4))
+        check_tile = tiles_for_check(m)
         f_dask, g_dask, _ = evaluate(client, theta, Xc, yc, check_tile, opts.method, False)
-        f_core, g_core = demo.log_lik_and_grad(theta, Xc, yc)
-        _, g_closed = demo.log_lik_and_grad(theta, Xc, yc, route="closed")
+        f_core, g_core = model.log_lik_and_grad(theta, Xc, yc)
+        _, g_closed = model.log_lik_and_grad(theta, Xc, yc, route="closed")
         rel = lambda a, b: np.linalg.norm(a - b) / np.linalg.norm(b)
         print("gradient check on the first %d points (tiles %d), relative error of the dask "
               "gradient:" % (m, check_tile))
@@ -336,40 +370,42 @@ def parser():
                                             "every N×N object a dask array.")
     p.add_argument("address", nargs="?", default="",
                    help="a dask.distributed scheduler (default: start a LocalCluster)")
-    p.add_argument("--n", type=demo.positive_int, default=None,
+    p.add_argument("--n", type=model.positive_int, default=None,
                    help="number of points (default %d)" % DEFAULT_N)
-    p.add_argument("--dims", type=demo.positive_int, default=None, help="input dimensions (3)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--dims", type=model.positive_int, default=None,
+                   help="input dimensions (3)")
+    p.add_argument("--seed", type=model.non_negative_int, default=0)
     p.add_argument("--data", metavar="PATH.csv", help="a CSV (header, target last) or 'co2'")
-    p.add_argument("--noise", type=demo.positive_float, default=None,
+    p.add_argument("--noise", type=model.positive_float, default=None,
                    help="noise variance at the evaluation point (default var(y) / 10)")
-    p.add_argument("--tile", type=demo.positive_int, default=None,
+    p.add_argument("--tile", type=model.positive_int, default=None,
                    help="tile size; must divide N (default: a divisor near min(%d, N/4))"
                         % DEFAULT_TILE)
     p.add_argument("--method", choices=("closed", "sweep"), default="closed",
                    help="blockchol.dask.chol_rev's method (default closed)")
-    p.add_argument("--workers", type=demo.positive_int, default=None,
+    p.add_argument("--workers", type=model.positive_int, default=None,
                    help="LocalCluster workers (default: one per core)")
-    p.add_argument("--memory-limit", type=demo.positive_int, default=None, metavar="BYTES",
+    p.add_argument("--memory-limit", type=model.positive_int, default=None, metavar="BYTES",
                    help="per LocalCluster worker (default 0.9 × one N×N float64 matrix)")
-    p.add_argument("--check-n", type=demo.positive_int, default=CHECK_N,
+    p.add_argument("--check-n", type=model.positive_int, default=CHECK_N,
                    help="size of the gradient check against the in-core demo (%d)" % CHECK_N)
     return p
 
 
 def main(argv=None):
-    opts = parser().parse_args(argv)
+    p = parser()
+    opts = p.parse_args(argv)
+    model.check_options(p, opts)
     _run_reporting_errors(opts)
 
 
 def from_demo(args):
-    """``python -m blockchol.demo --dask [ADDRESS]``: the demo's own options carried over."""
+    """``python -m blockchol.demo --dask [ADDRESS]``: the demo's own options (checked by its
+    parser) carried over, the others at their defaults."""
     opts = parser().parse_args([])
     opts.address = args.dask or ""
     for name in ("n", "dims", "seed", "data", "noise"):
-        setattr(opts, name, getattr(args, name, getattr(opts, name)))
-    if opts.data is not None and opts.dims is not None:
-        raise SystemExit("blockchol-demo: error: --dims only applies to the synthetic data")
+        setattr(opts, name, getattr(args, name))
     _run_reporting_errors(opts)
 
 
@@ -380,10 +416,7 @@ def _run_reporting_errors(opts):
     except ImportError:
         raise SystemExit("blockchol-demo: error: --dask needs dask and distributed: "
                          "pip install 'blockchol[dask]'") from None
-    try:
-        run(opts)
-    except demo.DemoError as e:
-        raise SystemExit("blockchol-demo: error: %s" % e) from None
+    model.run_reporting_errors(run, opts)
 
 
 if __name__ == "__main__":
