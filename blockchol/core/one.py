@@ -40,6 +40,8 @@ def derivative(direction, method, L, X, block_size=None):
     BLAS dtype; the result is a new array in ``L``'s memory order.
     """
     n = L.shape[0]
+    if n == 0:
+        return np.zeros((0, 0), L.dtype)
     if block_size is None:
         block_size = (next(width for top, width in SWEEP_BLOCK_SIZES if n <= top)
                       if method == "sweep" else CLOSED_BLOCK)

@@ -109,9 +109,9 @@ def _minus_lower_product(L, A, r0, r1, p, q, nb):
 
 
 def _middle(j, k, nb):
-    """Where [j, k) is halved: after the first ⌊b/2⌋ of its b blocks of nb columns (None when b = 1)."""
+    """Where [j, k) is halved: after the first ⌊b/2⌋ of its b blocks of nb columns (None when b ≤ 1)."""
     blocks = -(-(k - j) // nb)
-    return None if blocks == 1 else j + blocks // 2 * nb
+    return None if blocks <= 1 else j + blocks // 2 * nb
 
 
 def sweep_fwd(L, T, block_size):
