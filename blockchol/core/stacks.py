@@ -30,6 +30,7 @@ a fault costs microseconds), so each thread keeps its buffers
 import threading
 
 import numpy as np
+from scipy.linalg.blas import get_blas_funcs
 
 from . import one
 from .blas import PREFIX, routines
@@ -67,17 +68,17 @@ def run_small(plan, L, X):
     holds); with ``plan.check_copies`` the read triangles' finiteness is
     checked on those copies, both in one pass.
     """
-    n, lower, dtype = plan.n, plan.lower, plan.dtype
-    space = _small_workspace(n, dtype)
-    Lw, A = space[0:1], space[1:2]
+    n, lower = plan.n, plan.lower
+    space, ops = _small_workspace(n, plan.dtype)
     mask = lower_mask(n)
-    np.copyto(Lw[0], L if lower else herm(L), where=mask)    # the upper triangle stays zero
+    np.copyto(space[0], L if lower else herm(L), where=mask)  # the upper triangle stays zero
+    A = space[1]
     A[...] = 0
-    np.copyto(A[0], X if lower else herm(X), where=mask)
+    np.copyto(A, X if lower else herm(X), where=mask)
     if plan.check_copies and not np.isfinite(space).all():
         _report_non_finite(plan, L, X)
-    _compute(plan.direction, Lw, A, True, plan.symmetric, plan.scale_exp)
-    out = A[0] if lower else herm(A[0])
+    _compute(plan.direction, ops, plan.symmetric, plan.scale_exp)
+    out = A if lower else herm(A)
     if plan.overwrite:
         X[...] = out
         return X
@@ -138,15 +139,15 @@ def closed_lower(direction, L, X, symmetric=False):
     mask = lower_mask(n)
     np.copyto(Lw, L, where=mask)
     np.copyto(A, X, where=mask)
-    _compute(direction, Lw, A, False, symmetric, 0)
+    _compute(direction, Chunk(Lw, A, False), symmetric, 0)
     return A
 
 
-def _compute(direction, Lw, A, by_blas, symmetric, scale_exp):
-    """A ← the closed form for the chunk (lower form in, lower form out), scaled as planned."""
+def _compute(direction, ops, symmetric, scale_exp):
+    """ops.A ← the closed form for the chunk (lower form in, lower form out), scaled as planned."""
+    A = ops.A
     if scale_exp:
         A *= 2.0 ** -scale_exp
-    ops = Chunk(Lw, A, by_blas)
     if direction == "rev":
         closed_rev(ops, symmetric)
     else:
@@ -166,7 +167,7 @@ def _run_chunk(ws, plan, L, X, out, conj):
     else:
         Lw, A = _load(ws, L, X, conj)
         if plan.method == "closed":
-            _compute(plan.direction, Lw, A, plan.n >= PER_MATRIX_N, plan.symmetric,
+            _compute(plan.direction, Chunk(Lw, A, plan.n >= PER_MATRIX_N), plan.symmetric,
                      plan.scale_exp)
         else:
             if plan.scale_exp:
@@ -218,7 +219,8 @@ def _workspace(m, n, dtype):
 
 
 def _small_workspace(n, dtype):
-    """This thread's (2, N, N) C-ordered buffer for one small matrix: the factor's copy, then A.
+    """``(space, ops)``: this thread's (2, N, N) C-ordered buffer for one small matrix, the
+    factor's copy and then A, and the :class:`Chunk` operations on them (made once).
 
     The factor's strict upper triangle is zero and only ever written by
     masked copies of lower triangles, so it stays zero.
@@ -226,12 +228,13 @@ def _small_workspace(n, dtype):
     cache = getattr(_local, "small", None)
     if cache is None:
         cache = _local.small = {}
-    space = cache.get((n, dtype))
-    if space is None:
+    entry = cache.get((n, dtype))
+    if entry is None:
         if len(cache) >= _MAX_SMALL_WORKSPACES:
             cache.clear()
-        space = cache[(n, dtype)] = np.zeros((2, n, n), dtype)
-    return space
+        space = np.zeros((2, n, n), dtype)
+        entry = cache[(n, dtype)] = (space, Chunk(space[0:1], space[1:2], True))
+    return entry
 
 
 def _load(ws, L, X, conj):
@@ -285,26 +288,29 @@ class Chunk:
     """
 
     def __init__(self, Lw, A, by_blas):
-        self.Lw, self.A, self.by_blas = Lw, A, by_blas
+        self.Lw, self.A = Lw, A
+        self._blas = None
+        if by_blas:
+            self._blas = _OneMatrix(Lw, A) if len(Lw) == 1 else _PerMatrix(Lw, A)
         self._upper = None          # Lᴴ and the inverses of its diagonal blocks, when needed
         self._lower = None          # the inverses of L's diagonal blocks, when needed
 
     def adjoint_product(self):
-        if self.by_blas:
-            _per_matrix("trmm", "L", "C", self.Lw, self.A)
+        if self._blas:
+            self._blas("trmm", "L", "C")
         else:
             self.A[...] = herm(self.Lw) @ self.A
 
     def product(self):
-        if self.by_blas:
-            _per_matrix("trmm", "L", "N", self.Lw, self.A)
+        if self._blas:
+            self._blas("trmm", "L", "N")
         else:
             self.A[...] = self.Lw @ self.A
 
     def solve(self, side, adjoint):
         """A ← op(L)⁻¹ A (side "L") or A op(L)⁻¹ (side "R"), op(L) = Lᴴ with ``adjoint``."""
-        if self.by_blas:
-            _per_matrix("trsm", side, "C" if adjoint else "N", self.Lw, self.A)
+        if self._blas:
+            self._blas("trsm", side, "C" if adjoint else "N")
         elif side == "L":
             self._solve_left(self.A, adjoint)
         else:                       # A op(L)⁻¹ = (op(L)⁻ᴴ Aᴴ)ᴴ
@@ -332,28 +338,72 @@ class Chunk:
         phi_lower(self.A)
 
 
-def _per_matrix(routine, side, op, Lw, T):
-    """T ← op(L)⁻¹ T, T op(L)⁻¹ (``routine`` "trsm") or op(L) T, T op(L) ("trmm") for every matrix.
+class _PerMatrix:
+    """T ← op(L)⁻¹ T, T op(L)⁻¹ ("trsm") or op(L) T, T op(L) ("trmm") for every matrix of a chunk.
 
     BLAS, one matrix at a time.  ``Lw`` (the factors, lower form) and ``T``
     are C-ordered (c, N, N) chunks, so each matrix is the column-major
     storage of its transpose: BLAS sees U = Lᵀ (upper) and Tᵀ, and the
     logical T ← op(L) T is Tᵀ ← Tᵀ op(L)ᵀ, the other side with the same op
-    on U.  Everything goes through scipy's BLAS, as the single-matrix path
-    does: numpy's matmul would call numpy's own OpenBLAS, whose threads,
-    spinning after a product, took the cores from scipy's (notes: Design,
-    "Stacks").
+    on U.  Both chunks are checked, and their addresses taken, once, when
+    this is made; every call then steps through the same addresses.
+    Everything goes through scipy's BLAS, as the single-matrix path does:
+    numpy's matmul would call numpy's own OpenBLAS, whose threads, spinning
+    after a product, took the cores from scipy's (notes: Design, "Stacks").
     """
-    c, n = Lw.shape[0], Lw.shape[-1]
-    if not (Lw.flags.c_contiguous and T.flags.c_contiguous and T.shape == Lw.shape
-            and T.dtype == Lw.dtype and T.dtype in PREFIX):
-        raise ValueError("internal error: per-matrix BLAS needs two C-ordered chunks of one "
-                         "shape and BLAS dtype, got %s %s and %s %s"
-                         % (Lw.shape, Lw.dtype, T.shape, T.dtype))
-    blas = routines(T.dtype)
-    each = blas.trsm_each if routine == "trsm" else blas.trmm_each
-    each("R" if side == "L" else "L", "U", op, n, 1.0, Lw.ctypes.data, T.ctypes.data,
-         n * n * T.itemsize, c)
+
+    __slots__ = ("blas", "args")
+
+    def __init__(self, Lw, T):
+        c, n = Lw.shape[0], Lw.shape[-1]
+        if not (Lw.flags.c_contiguous and T.flags.c_contiguous and T.shape == Lw.shape
+                and T.dtype == Lw.dtype and T.dtype in PREFIX):
+            raise ValueError("internal error: per-matrix BLAS needs two C-ordered chunks of one "
+                             "shape and BLAS dtype, got %s %s and %s %s"
+                             % (Lw.shape, Lw.dtype, T.shape, T.dtype))
+        self.blas = routines(T.dtype)
+        self.args = (n, 1.0, Lw.__array_interface__["data"][0], T.__array_interface__["data"][0],
+                     n * n * T.itemsize, c)
+
+    def __call__(self, routine, side, op):
+        each = self.blas.trsm_each if routine == "trsm" else self.blas.trmm_each
+        each("R" if side == "L" else "L", "U", op, *self.args)
+
+
+class _OneMatrix:
+    """:class:`_PerMatrix` for a chunk of one matrix (a single small matrix): scipy's own BLAS wrappers.
+
+    On these Fortran-ordered transposes of the right dtype they work in
+    place without copying, and for one matrix they cost less than packing
+    arguments for the raw bindings (notes: Design, "Paths").
+    """
+
+    __slots__ = ("L", "T", "trsm", "trmm")
+
+    _OP = {"N": 0, "T": 1, "C": 2}
+
+    def __init__(self, Lw, T):
+        if not (Lw.flags.c_contiguous and T.flags.c_contiguous and T.shape == Lw.shape
+                and T.dtype == Lw.dtype and T.dtype in PREFIX and len(T) == 1):
+            raise ValueError("internal error: one-matrix BLAS needs two C-ordered (1, N, N) chunks "
+                             "of one BLAS dtype, got %s %s and %s %s"
+                             % (Lw.shape, Lw.dtype, T.shape, T.dtype))
+        self.L, self.T = Lw[0].T, T[0].T            # U = Lᵀ and Tᵀ, Fortran-ordered
+        self.trsm, self.trmm = _SCIPY_BLAS[T.dtype]
+
+    def __call__(self, routine, side, op):
+        call = self.trsm if routine == "trsm" else self.trmm
+        # scipy's wrappers: (alpha, a, b, side: 0 left / 1 right, lower, trans_a, diag, overwrite_b)
+        call(1.0, self.L, self.T, 1 if side == "L" else 0, 0, self._OP[op], 0, 1)
+
+
+_SCIPY_BLAS = {dtype: tuple(get_blas_funcs(name, dtype=dtype) for name in ("trsm", "trmm"))
+               for dtype in PREFIX}
+
+
+def _per_matrix(routine, side, op, Lw, T):
+    """One step of :class:`_PerMatrix` on the chunks ``Lw`` and ``T``."""
+    _PerMatrix(Lw, T)(routine, side, op)
 
 
 # --------------------------------------------------------------------------

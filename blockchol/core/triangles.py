@@ -21,7 +21,7 @@ import numpy as np
 from .threads import strips
 from .thresholds import STRIP
 
-__all__ = ["CACHED_N", "lower_mask", "strict_upper_mask", "herm", "mirror_lower", "phi_lower",
+__all__ = ["CACHED_N", "lower_mask", "strict_upper_mask", "herm", "diagonal", "mirror_lower", "phi_lower",
            "copy_triangle", "phi", "hermitian_fill", "check_finite_triangle", "where"]
 
 #: Largest mask side kept in the cache: the strips' height.
@@ -66,6 +66,16 @@ def herm(a):
 # Small matrices and stacks, lower form, in place
 
 
+def diagonal(x):
+    """A writeable view of the diagonal of ``x`` (square or a stack): cheap for contiguous arrays."""
+    n = x.shape[-1]
+    if x.flags.c_contiguous:
+        return x.reshape(x.shape[:-2] + (n * n,))[..., ::n + 1]
+    if x.ndim == 2 and x.flags.f_contiguous:
+        return x.T.reshape(n * n)[::n + 1]
+    return np.einsum("...ii->...i", x)
+
+
 def mirror_lower(x, off=1.0, diag=1.0):
     """x ← the Hermitian matrix with off × x's strict lower triangle and diag × Re(diag x), in place.
 
@@ -73,20 +83,25 @@ def mirror_lower(x, off=1.0, diag=1.0):
     overwritten, never read.  With both scales 1 this is P + Pᴴ for
     P = Φ(x) (the diagonal of P + Pᴴ is that of x, made real); with ½, ½ it
     is the symmetric gradient S from X.  One masked copy (notes: Design).
+    The scales are powers of two, so the diagonal, scaled with the rest and
+    then by diag / off, is exactly diag × its entries.
     """
-    d = np.einsum("...ii->...i", x)
-    values = d.real * diag
     if off != 1.0:
         x *= off                        # the upper triangle is overwritten next
     np.copyto(x, herm(x), where=strict_upper_mask(x.shape[-1]))
-    d[...] = values
+    if x.dtype.kind == "c" or diag != off:
+        d = diagonal(x)
+        d[...] = d.real * (diag / off)
 
 
 def phi_lower(x):
     """x ← Φ(x) in place (square or a stack): the lower triangle, diagonal halved and real, zeros above."""
     np.copyto(x, 0, where=strict_upper_mask(x.shape[-1]))
-    d = np.einsum("...ii->...i", x)
-    d[...] = d.real * 0.5
+    d = diagonal(x)
+    if x.dtype.kind == "c":
+        d[...] = d.real * 0.5
+    else:
+        d *= 0.5
 
 
 # --------------------------------------------------------------------------
