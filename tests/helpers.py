@@ -19,9 +19,10 @@ def eps(dtype):
     return float(np.finfo(np.dtype(dtype)).eps)
 
 
-def condition(L):
-    """κ₂(L) = σ_max / σ_min of the lower triangle of ``L`` (of each matrix of a stack: the largest)."""
-    L = np.tril(np.asarray(L, dtype=np.complex128 if np.iscomplexobj(L) else np.float64))
+def condition(L, lower=True):
+    """κ₂ = σ_max / σ_min of the read triangle of ``L`` (lower or upper; of a stack: the largest)."""
+    L = np.asarray(L, dtype=np.complex128 if np.iscomplexobj(L) else np.float64)
+    L = np.tril(L) if lower else np.triu(L)
     if L.size == 0:
         return 1.0
     return float(np.max(np.linalg.cond(L)))
