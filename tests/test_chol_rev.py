@@ -3,12 +3,14 @@
 Both methods are checked here on well-conditioned matrices; their accuracy
 on ill-conditioned kernel matrices is tests/test_accuracy.py's subject.
 
-Tolerances: the closed form, the blocked sweep and the level-2 sweep all
-compute the same function with O(N) rounding errors per entry, so in
-float64 they agree to a few hundred ulps relative to the largest entry of
-the gradient for the well-conditioned matrices used here (measured
-≤ 1e-15 up to N = 200); 1e-12 leaves room without hiding an algebra error,
-which shows up at O(1).
+Tolerances (tests/helpers.py, ``tol``): the closed form, the blocked sweep
+and the level-2 sweep all compute the same function, each within
+c_n(N) · eps · κ₂(L)² of the exact result (normwise relative) on the
+well-conditioned factors used here (κ₂(L) ≈ 6), so two of them agree to
+``agree(L)`` = 2 c_n(N) eps κ₂(L)² (1e-13 at N = 200 in float64) and a
+result against the long-double truth to c_n(N) eps κ₂(L)².  An algebra
+error (a wrong triangle, sign, conjugate or block boundary) is O(1), and a
+result computed in a lower precision than asked for is 1e-8 or worse.
 """
 
 
@@ -18,9 +20,13 @@ import pytest
 import blockchol
 from blockchol import reference as ref
 METHODS = ("closed", "sweep")     # "auto" picks one of them: tested in test_accuracy.py
-from helpers import EPS, layouts, random_factor, random_like, rel_err, with_garbage
+from helpers import (c_n, condition, eps, fro_err, layouts, random_factor, random_like, tol,
+                     with_garbage)
 
-RTOL = {np.dtype(np.float64): 1e-12, np.dtype(np.float32): 2e-4}
+
+def agree(L, dtype=np.float64, lower=True):
+    """The bar for two computations of one derivative at the factor L: 2 c_n(N) eps κ₂(L)²."""
+    return tol(dtype, condition(L, lower), 2 * c_n(np.shape(L)[-1]))
 
 
 def rev_case(n, seed=0, dtype=np.float64):
@@ -40,8 +46,8 @@ def test_references_agree_with_each_other():
     for n in (1, 2, 5, 30):
         _, L, Lb = rev_case(n, seed=n)
         g = ref.smith_rev(L, Lb)
-        assert rel_err(ref.sweep_rev(L, Lb), g) < 1e-13
-        assert rel_err(ref.closed_rev(L, Lb), g) < 1e-13
+        assert fro_err(ref.sweep_rev(L, Lb), g) <= agree(L)
+        assert fro_err(ref.closed_rev(L, Lb), g) <= agree(L)
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -53,7 +59,7 @@ def test_block_boundary_sizes(block_size, method):
         _, L, Lb = rev_case(n, seed=100 + n)
         expected = ref.smith_rev(L, Lb)
         got = blockchol.chol_rev(L, Lb, block_size=nb, method=method)
-        assert rel_err(got, expected) < RTOL[got.dtype], (n, nb)
+        assert fro_err(got, expected) <= agree(L, got.dtype), (n, nb)
         assert not np.triu(got, 1).any()
 
 
@@ -62,7 +68,7 @@ def test_block_boundary_sizes(block_size, method):
 def test_default_block_size_matches_symbolic(n, method):
     _, L, Lb = rev_case(n, seed=n)
     got = blockchol.chol_rev(L, Lb, method=method)
-    assert rel_err(got, ref.closed_rev(L, Lb)) < RTOL[np.dtype(np.float64)]
+    assert fro_err(got, ref.closed_rev(L, Lb)) <= agree(L)
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -70,17 +76,17 @@ def test_block_size_does_not_change_the_answer(method):
     _, L, Lb = rev_case(200, seed=3)
     base = blockchol.chol_rev(L, Lb, block_size=200, method=method)
     for nb in (1, 5, 31, 64, 100, 199, 1000):
-        assert rel_err(blockchol.chol_rev(L, Lb, block_size=nb, method=method), base) < 1e-13
+        assert fro_err(blockchol.chol_rev(L, Lb, block_size=nb, method=method), base) <= agree(L)
 
 
 def test_the_sweeps_kernel_is_the_level2_reference():
     # The diagonal kernel is the unblocked sweep itself: with one block, the blocked
     # sweep is the level-2 sweep.
     _, L, Lb = rev_case(90, seed=9)
-    assert rel_err(blockchol.chol_rev(L, Lb, method="sweep", block_size=90),
-                   ref.sweep_rev(L, Lb)) < 1e-13
-    assert rel_err(blockchol.chol_rev(L, Lb, method="sweep", block_size=32),
-                   ref.sweep_rev(L, Lb)) < 1e-12
+    assert fro_err(blockchol.chol_rev(L, Lb, method="sweep", block_size=90),
+                   ref.sweep_rev(L, Lb)) <= agree(L)
+    assert fro_err(blockchol.chol_rev(L, Lb, method="sweep", block_size=32),
+                   ref.sweep_rev(L, Lb)) <= agree(L)
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.complex128])
@@ -93,17 +99,13 @@ def test_the_reverse_sweep_in_halves_is_the_unblocked_sweep(dtype):
         _, L, Lb = rev_case(n, seed=n + nb, dtype=dtype)
         expected = ref.sweep_rev(L, Lb)
         got = blockchol.chol_rev(L, Lb, method="sweep", block_size=nb)
-        assert rel_err(got, expected) < 1e-12, (n, nb)
+        assert fro_err(got, expected) <= agree(L), (n, nb)
         assert not np.triu(got, 1).any()
         upper = blockchol.chol_rev(L.conj().T, Lb.conj().T, lower=False, method="sweep",
                                    block_size=nb)
-        assert rel_err(upper.conj().T, expected) < 1e-12, (n, nb)
+        assert fro_err(upper.conj().T, expected) <= agree(L), (n, nb)
         sym = blockchol.chol_rev(L, Lb, method="sweep", block_size=nb, symmetric=True)
-        assert rel_err(np.tril(sym) + np.tril(sym, -1), expected) < 1e-12, (n, nb)
-
-
-KERNEL_TOL = {np.dtype(np.float64): 1e-12, np.dtype(np.complex128): 1e-12,
-              np.dtype(np.float32): 2e-4, np.dtype(np.complex64): 2e-4}
+        assert fro_err(np.tril(sym) + np.tril(sym, -1), expected) <= agree(L), (n, nb)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.complex64, np.complex128])
@@ -111,7 +113,9 @@ KERNEL_TOL = {np.dtype(np.float64): 1e-12, np.dtype(np.complex128): 1e-12,
 def test_the_diagonal_kernels_match_the_references(n, dtype):
     # The kernels' raw BLAS loops on their own, every dtype: reverse against the
     # level-2 reference (a different code path: numpy calls, float64 at least), forward
-    # against the symbolic formula.  A wrong address, stride or conjugation is O(1).
+    # against the closed form.  A wrong address, stride or conjugation is O(1); the
+    # references compute in float64 at least, on the same inputs, so the bar is the
+    # kernel's rounding in its own dtype.
     from blockchol.core import sweep as _kernel
     dtype = np.dtype(dtype)
     rng = np.random.default_rng(n)
@@ -123,10 +127,10 @@ def test_the_diagonal_kernels_match_the_references(n, dtype):
     _kernel.kernel_rev(d, a)
     g = np.tril(a, -1)
     np.fill_diagonal(g, 0.5 * a.diagonal().real)
-    assert rel_err(g, ref.sweep_rev(L, Lb)) < KERNEL_TOL[dtype]
+    assert fro_err(g, ref.sweep_rev(L, Lb)) <= agree(L, dtype)
     z = _kernel.work_copy(np.tril(K) + upper_junk)
     _kernel.kernel_fwd(d, z)
-    assert rel_err(np.tril(z), ref.closed_fwd(L, K)) < KERNEL_TOL[dtype]
+    assert fro_err(np.tril(z), ref.closed_fwd(L, K)) <= agree(L, dtype)
     assert np.array_equal(d, L + upper_junk)                   # the factor is only read
 
 
@@ -185,8 +189,10 @@ def test_directional_derivative_matches_finite_differences(n, lower, method):
         G = blockchol.chol_rev(L.T, Lb.T, lower=False, block_size=8, method=method)
         assert not np.tril(G, -1).any()
         exact = np.sum(np.triu(G) * E)
-    # Central differences: truncation O(h²‖f'''‖) and cancellation O(eps‖f‖/h), both ~1e-9 here.
-    assert abs(fd - exact) <= 1e-6 * max(1.0, abs(exact))
+    # Central differences err by the truncation h²|f'''|/6 (1e-12 |f'''|) and the
+    # cancellation ~eps |f| / h (1e-10 |f| at h = 1e-6); measured ≤ 3e-10 here.  The bar
+    # is 1000 times the cancellation term; a wrong derivative is off by O(|exact|).
+    assert abs(fd - exact) <= 1e3 * eps(np.float64) * max(1.0, abs(f(K))) / h
 
 
 # --------------------------------------------------------------------------
@@ -204,7 +210,7 @@ def test_every_layout_gives_the_same_answer(lower, method):
     for lname, Lx in layouts(L).items():
         for bname, Lbx in layouts(Lb).items():
             got = blockchol.chol_rev(Lx, Lbx, lower=lower, block_size=8, method=method)
-            assert rel_err(got, expected) < 1e-12, (lname, bname)
+            assert fro_err(got, expected) <= agree(L, lower=lower), (lname, bname)
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -221,7 +227,7 @@ def test_unread_triangle_is_ignored(method, order):
             got = blockchol.chol_rev(np.array(with_garbage(Lx, lower, value), order=order),
                                      np.array(with_garbage(Lbx, lower, value), order=order),
                                      lower=lower, block_size=7, method=method)
-            assert rel_err(got if lower else got.T, expected) < 1e-13, (value, lower)
+            assert fro_err(got if lower else got.T, expected) <= agree(L), (value, lower)
             other = np.triu(got, 1) if lower else np.tril(got, -1)
             assert not other.any(), (value, lower)
 
@@ -233,7 +239,7 @@ def test_lower_false_matches_scipy_upper_factor():
     U = scipy.linalg.cholesky(K)            # upper, K = Uᵀ U
     Ub = np.triu(random_like((25, 25), rng))
     G = blockchol.chol_rev(U, Ub, lower=False)
-    assert rel_err(G, ref.closed_rev(U.T, Ub.T).T) < 1e-12
+    assert fro_err(G, ref.closed_rev(U.T, Ub.T).T) <= agree(U.T)
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -244,10 +250,10 @@ def test_symmetric_convention(method):
     S = blockchol.chol_rev(L, Lb, symmetric=True, block_size=8, method=method)
     assert np.array_equal(S, S.T)
     off = np.tril_indices(n, -1)
-    assert rel_err(S[off], G[off] / 2) < 1e-13
-    assert rel_err(np.diag(S), np.diag(G)) < 1e-13
+    assert fro_err(S[off], G[off] / 2) <= agree(L)
+    assert fro_err(np.diag(S), np.diag(G)) <= agree(L)
     Su = blockchol.chol_rev(L.T, Lb.T, lower=False, symmetric=True, method=method)
-    assert rel_err(Su, S) < 1e-13
+    assert fro_err(Su, S) <= agree(L)
 
 
 def test_symmetric_matches_torch():
@@ -260,16 +266,17 @@ def test_symmetric_matches_torch():
     gK = gK.numpy()
     S = blockchol.chol_rev(L, Lb, symmetric=True)
     # torch returns a gradient for all N² entries of K; its symmetric part is the
-    # gradient on the manifold of symmetric matrices, which is S.
-    assert rel_err(S, (gK + gK.T) / 2) < 1e-10
+    # gradient on the manifold of symmetric matrices, which is S.  torch's backward is
+    # another closed form (4N³ flops), within the same bound (measured 0.003 of it).
+    assert fro_err(S, (gK + gK.T) / 2) <= agree(L)
 
 
 def test_backprop_gradient_is_gpy_compatible():
     _, L, Lb = rev_case(50, seed=14)
     ours = blockchol.backprop_gradient(Lb, L)
-    assert rel_err(ours, ref.smith_rev(L, Lb)) < 1e-12
+    assert fro_err(ours, ref.smith_rev(L, Lb)) <= agree(L)
     gpy = pytest.importorskip("GPy.util.choleskies")
-    assert rel_err(ours, gpy.backprop_gradient(Lb.copy(), L.copy())) < 1e-12
+    assert fro_err(ours, gpy.backprop_gradient(Lb.copy(), L.copy())) <= agree(L)
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -291,15 +298,14 @@ def test_n_zero_and_one(method):
 @pytest.mark.parametrize("method", METHODS)
 def test_float32_within_its_precision(method):
     n = 120
-    _, L, Lb = rev_case(n, seed=15)
-    expected = ref.closed_rev(L, Lb)
-    got = blockchol.chol_rev(L.astype(np.float32), Lb.astype(np.float32), block_size=32,
-                             method=method)
+    _, L, Lb = rev_case(n, seed=15, dtype=np.float32)
+    truth = ref.closed_rev(L, Lb, dtype=np.longdouble)      # of the float32 inputs themselves
+    got = blockchol.chol_rev(L, Lb, block_size=32, method=method)
     assert got.dtype == np.float32
-    # Rounding the inputs to float32 already moves the answer by ~cond·eps32;
-    # K here has cond ~1e3, so 2e-4 relative bounds both input and sweep rounding.
-    assert rel_err(got, expected) < 2e-4
-    assert rel_err(got, expected) > 10 * EPS[np.dtype(np.float64)]  # really computed in float32
+    err = fro_err(got, truth)
+    assert err <= tol(np.float32, condition(L), c_n(n))
+    # and really computed in float32: more error than float64 arithmetic can make
+    assert err > tol(np.float64, condition(L), c_n(n))
 
 
 @pytest.mark.parametrize("dtypes, expected", [
@@ -318,12 +324,14 @@ def test_dtype_promotion(dtypes, expected):
     L, Lb = L.astype(dtypes[0]), Lb.astype(dtypes[1])
     out = blockchol.chol_rev(L, Lb)
     assert out.dtype == expected
-    assert rel_err(out, ref.smith_rev(L.astype(float), Lb.astype(float))) < 1e-6
+    # small integers: every dtype holds the inputs exactly; only the result's rounding counts
+    assert fro_err(out, ref.smith_rev(L.astype(float), Lb.astype(float))) <= agree(L.astype(float), expected)
 
 
 def test_accepts_lists():
     out = blockchol.chol_rev([[2.0, 0.0], [1.0, 3.0]], [[1.0, 0.0], [1.0, 1.0]])
-    assert rel_err(out, ref.smith_rev(np.array([[2.0, 0], [1, 3]]), np.array([[1.0, 0], [1, 1]]))) < 1e-14
+    L = np.array([[2.0, 0], [1, 3]])
+    assert fro_err(out, ref.smith_rev(L, np.array([[1.0, 0], [1, 1]]))) <= agree(L)
 
 
 # --------------------------------------------------------------------------
@@ -362,7 +370,7 @@ def test_overwrite_reuses_compatible_l_bar(order, lower, method):
     out = blockchol.chol_rev(L, work, lower=lower, overwrite_l_bar=True, block_size=16,
                              method=method)
     assert out is work
-    assert rel_err(out, expected) < 1e-13
+    assert fro_err(out, expected) <= agree(L, lower=lower)
 
 
 def test_overwrite_falls_back_to_a_copy_when_it_must():
@@ -372,17 +380,17 @@ def test_overwrite_falls_back_to_a_copy_when_it_must():
         "other dtype": Lb.astype(np.float32),
         "strided": layouts(Lb)["strided"],
     }
-    expected = blockchol.chol_rev(L, Lb)
     for name, Lbx in cases.items():
         before = Lbx.copy()
+        expected = blockchol.chol_rev(L, Lbx.astype(np.float64))     # of the same values
         out = blockchol.chol_rev(L, Lbx, overwrite_l_bar=True)
         assert not np.shares_memory(out, Lbx), name
         assert np.array_equal(Lbx, before), name
-        assert rel_err(out, expected) < 1e-6, name
+        assert fro_err(out, expected) <= agree(L), name
     # L_bar aliasing L must never be overwritten while L is still being read.
     M = L + np.triu(Lb, 1)
     out = blockchol.chol_rev(M, M, overwrite_l_bar=True)
-    assert rel_err(out, blockchol.chol_rev(L, L)) < 1e-13
+    assert fro_err(out, blockchol.chol_rev(L, L)) <= agree(L)
 
 
 # --------------------------------------------------------------------------
@@ -512,15 +520,15 @@ def test_bad_options(kw, exc):
 
 def test_numpy_integer_options_accepted():
     out = blockchol.chol_rev(np.eye(3), np.eye(3), block_size=np.int64(2), threads=np.int32(1))
-    assert rel_err(out, ref.smith_rev(np.eye(3), np.eye(3))) < 1e-15
+    assert fro_err(out, ref.smith_rev(np.eye(3), np.eye(3))) <= agree(np.eye(3))
 
 
 def test_threads_bound_and_huge_block_sizes():
     out = blockchol.chol_rev(np.eye(3), np.eye(3), threads=65536)
-    assert rel_err(out, ref.smith_rev(np.eye(3), np.eye(3))) < 1e-15
+    assert fro_err(out, ref.smith_rev(np.eye(3), np.eye(3))) <= agree(np.eye(3))
     for method in METHODS:
         out = blockchol.chol_rev(np.eye(3), np.eye(3), block_size=10**30, method=method)
-        assert rel_err(out, ref.smith_rev(np.eye(3), np.eye(3))) < 1e-15
+        assert fro_err(out, ref.smith_rev(np.eye(3), np.eye(3))) <= agree(np.eye(3))
 
 
 # --------------------------------------------------------------------------
@@ -538,10 +546,11 @@ def test_result_has_the_factors_memory_order_even_when_it_is_converted(order):
             for method in METHODS:
                 out = blockchol.chol_rev(Lx, Lbx, method=method)
                 assert out.flags["C_CONTIGUOUS" if order == "C" else "F_CONTIGUOUS"]
-                assert rel_err(out, blockchol.chol_rev(Lx.astype(out.dtype), Lbx.astype(out.dtype))) < 1e-6
+                same = blockchol.chol_rev(Lx.astype(out.dtype), Lbx.astype(out.dtype))
+                assert fro_err(out, same) <= agree(Lx.astype(np.float64), out.dtype)
     strided = layouts(L)["strided"]           # neither C nor F: row-major, copied
     assert blockchol.chol_rev(strided, Lb).flags.c_contiguous
-    assert rel_err(blockchol.chol_rev(strided, Lb), expected) < 1e-13
+    assert fro_err(blockchol.chol_rev(strided, Lb), expected) <= agree(L)
 
 
 @pytest.mark.filterwarnings("ignore:the matrix subclass:PendingDeprecationWarning")
@@ -552,10 +561,10 @@ def test_overwrite_returns_the_callers_object(method, tmp_path):
     mm = np.lib.format.open_memmap(tmp_path / "lb.npy", mode="w+", dtype=np.float64, shape=Lb.shape)
     mm[...] = Lb
     out = blockchol.chol_rev(L, mm, overwrite_l_bar=True, method=method)
-    assert out is mm and rel_err(np.asarray(mm), expected) < 1e-13
+    assert out is mm and fro_err(np.asarray(mm), expected) <= agree(L)
     mat = np.matrix(Lb)
     out = blockchol.chol_rev(L, mat, overwrite_l_bar=True, method=method)
-    assert out is mat and rel_err(np.asarray(mat), expected) < 1e-13
+    assert out is mat and fro_err(np.asarray(mat), expected) <= agree(L)
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -572,7 +581,7 @@ def test_overlapping_l_bar_is_not_overwritten(method):
     out = blockchol.chol_rev(L, Lb, overwrite_l_bar=True, method=method)
     assert not np.shares_memory(out, base)
     assert np.array_equal(np.array(Lb), before)
-    assert rel_err(out, ref.closed_rev(L, before)) < 1e-12
+    assert fro_err(out, ref.closed_rev(L, before)) <= agree(L)
 
 
 # --------------------------------------------------------------------------
@@ -596,7 +605,8 @@ def test_a_tiny_pivot_gives_inf_with_a_warning_not_nan(method, lower):
     assert big.any() and np.isinf(G[big]).all()
     assert np.array_equal(np.sign(G[big]), np.sign(truth[big]).astype(float))
     small = ~big & (np.tril(np.ones((3, 3))) > 0)
-    np.testing.assert_allclose(G[small], truth[small].astype(float), rtol=1e-12)
+    # each a few operations on O(1) numbers and the pivot (measured 0.22 eps): a few ulps
+    np.testing.assert_allclose(G[small], truth[small].astype(float), rtol=8 * eps(np.float64))
     assert not np.triu(G, 1).any()
 
 
@@ -618,14 +628,14 @@ def test_small_path_workspaces_carry_nothing_from_one_call_to_the_next():
     bad = Lb.copy()
     bad[5, 2] = np.nan
     for _ in range(2):
-        assert rel_err(blockchol.chol_fwd(L, Kd), fwd) < 1e-13
-        assert rel_err(blockchol.chol_rev(L, Lb), rev) < 1e-13
+        assert fro_err(blockchol.chol_fwd(L, Kd), fwd) <= agree(L)
+        assert fro_err(blockchol.chol_rev(L, Lb), rev) <= agree(L)
         with pytest.raises(ValueError, match="L_bar contains NaN"):
             blockchol.chol_rev(L, bad)
-        assert rel_err(blockchol.chol_rev(L.T.copy(), Lb.T.copy(), lower=False), rev.T) < 1e-13
+        assert fro_err(blockchol.chol_rev(L.T.copy(), Lb.T.copy(), lower=False), rev.T) <= agree(L)
         Gc = blockchol.chol_rev(L + 0j, Lb + 1j * Lb)
-        assert rel_err(Gc.real, rev) < 1e-13
-        assert rel_err(blockchol.chol_rev(L, Lb, symmetric=True), (rev + rev.T) / 2) < 1e-13
+        assert fro_err(Gc.real, rev) <= agree(L)
+        assert fro_err(blockchol.chol_rev(L, Lb, symmetric=True), (rev + rev.T) / 2) <= agree(L)
 
 
 def test_per_matrix_blas_calls_refuse_what_they_cannot_address():
