@@ -95,10 +95,7 @@ def prepare(x, dtype, conj_t, kind, row0, col0, name, lower, diagonal):
                 "%s[%d, %d] = %s: the diagonal of a Cholesky factor must be real, positive "
                 "and finite" % (name, row0 + i, row0 + i, x[i, i]))
     elif kind == "hermitian":
-        low = np.tril(a, -1)
-        h = low + low.T.conj()
-        np.fill_diagonal(h, np.diagonal(a).real)
-        a = np.asfortranarray(h)
+        mirror_lower(a)
     return a
 
 
