@@ -12,7 +12,7 @@ checked against ½ tr((K⁻¹ − ααᵀ) ∂K/∂θ), α = K⁻¹y, in numpy a
 
 Then, at the largest N, where one gradient's time goes (``profile``), and
 the size below which jax's own rule is faster than a host call
-(``crossover``: ``blockchol.jax.CROSSOVER``, ``CROSSOVER_SINGLE``).
+(``crossover``: ``blockchol.jax.CROSSOVER_N``).
 """
 
 import contextlib
@@ -88,14 +88,14 @@ def _x64():
 
 @contextlib.contextmanager
 def _crossover_at(value):
-    """Trace with both of blockchol.jax's crossovers at value (read when a function is traced)."""
+    """Trace with every one of blockchol.jax's crossovers at value (read when a function is traced)."""
     _, _, _, bj = _jax()
-    saved = bj.CROSSOVER, bj.CROSSOVER_SINGLE
-    bj.CROSSOVER = bj.CROSSOVER_SINGLE = value
+    saved = dict(bj.CROSSOVER_N)
+    bj.CROSSOVER_N.update(dict.fromkeys(saved, value))
     try:
         yield
     finally:
-        bj.CROSSOVER, bj.CROSSOVER_SINGLE = saved
+        bj.CROSSOVER_N.update(saved)
 
 
 def _blocked(f, *args):
@@ -118,7 +118,7 @@ def gp(b):
             args = tuple(jnp.asarray(a) for a in (theta, X, y))
             impls = {"blockchol.jax": _blocked(ours, *args),
                      "jnp.linalg.cholesky": _blocked(base, *args)}
-            if n >= bj.CROSSOVER:
+            if n >= bj.CROSSOVER_N["float64"]:
                 impls["blockchol.jax, closed form"] = with_method("closed", impls["blockchol.jax"])
                 impls["blockchol.jax, method='sweep'"] = with_method("sweep", impls["blockchol.jax"])
 

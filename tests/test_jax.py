@@ -3,7 +3,7 @@
 Oracles: jax's own Cholesky derivatives (jnp.linalg.cholesky) and
 jax.test_util.check_grads (finite differences) -- never blockchol itself.
 Matrices here are small, so most tests force the blockchol path by tracing
-with ``CROSSOVER = 0`` (the fixture ``ours``), and every such test also
+with every ``CROSSOVER_N`` at 0 (the fixture ``ours``), and every such test also
 checks that blockchol was really called (the fixture counts the calls), so
 that a silent fall-back to jax's own rule cannot pass for ours.
 
@@ -72,8 +72,8 @@ def calls(monkeypatch):
 @pytest.fixture
 def ours(monkeypatch, calls):
     """Trace with blockchol's rule at every size; yields the call log."""
-    monkeypatch.setattr(bj, "CROSSOVER", 0)
-    monkeypatch.setattr(bj, "CROSSOVER_SINGLE", 0)
+    for name in bj.CROSSOVER_N:
+        monkeypatch.setitem(bj.CROSSOVER_N, name, 0)
     return calls
 
 
@@ -298,9 +298,9 @@ def case(n, dtype):
         f = lambda k: jnp.sum(W * chol(k))
         out.append(np.asarray(jax.jit(jax.grad(f))(k)))
     return out[0].dtype, float(np.abs(out[0] - out[1]).max() / np.abs(out[1]).max())
-print(*case(bj.CROSSOVER_SINGLE, np.float32))
+print(*case(bj.CROSSOVER_N["float32"], np.float32))
 with jax.enable_x64(True):
-    print(*case(bj.CROSSOVER, np.float64))
+    print(*case(bj.CROSSOVER_N["float64"], np.float64))
 """
     result = run_python(code)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -381,7 +381,7 @@ def test_nan_input_gives_nan(ours):
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_crossover_dispatch(calls, dtype):
-    n = bj.CROSSOVER if dtype == np.float64 else bj.CROSSOVER_SINGLE
+    n = bj.CROSSOVER_N[np.dtype(dtype).name]
     W = randn((n, n), dtype)
     for size, expected in ((n - 1, 0), (n, 1)):
         calls.clear()
