@@ -136,8 +136,12 @@ def cholesky(a, *, upper=False, symmetrize_input=True):
     -------
     (..., N, N) jax.Array
         L (lower triangular) or U (upper), `a`'s inexact dtype.  A matrix
-        that is not positive definite gives a factor full of NaN, and NaN
-        derivatives, as jax's own; nothing raises.
+        that is not positive definite gives a factor with NaN in its
+        triangle, and NaN derivatives, as jax's own; nothing raises.  Where
+        blockchol's derivative of a matrix is not finite (NaN or infinite
+        input, tangent or cotangent, or overflow), that matrix's derivative
+        is jax's own rule's, so its NaN pattern is jax's: a tangent is NaN
+        only in the factor's triangle, zero in the other.
 
     Notes
     -----

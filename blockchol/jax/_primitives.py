@@ -8,6 +8,11 @@ a lower triangular result.  They lower to :func:`jax.pure_callback` calls
 of :mod:`._host`, batch themselves (a vmapped stack reaches blockchol as
 one stack, in one call), and differentiate with respect to L in jax
 operations (second order).
+
+Where blockchol's result is not finite (a factor that is not one, NaN or
+infinite operands, overflow), the primitive returns jax's own rule's
+result instead, for that matrix of the stack: values and NaN pattern are
+then jax's exactly (:func:`guarded`).
 """
 
 import numpy as np
@@ -20,7 +25,7 @@ from jax.extend.core import Primitive
 from jax.interpreters import ad, batching, mlir
 
 from . import _host
-from ._algebra import H, mm, phi, solve, tril
+from ._algebra import H, cotangent, mm, phi, solve, tangent, tril
 
 __all__ = ["fwd_p", "rev_p"]
 
@@ -33,6 +38,25 @@ def _abstract(L, X):
         raise TypeError("blockchol primitives take two arrays of one shape and dtype, got "
                         "%s%s and %s%s" % (L.dtype, L.shape, X.dtype, X.shape))
     return ShapedArray(L.shape, L.dtype)
+
+
+def guarded(out, L, X, rule):
+    """blockchol's ``out``, with each matrix that is not finite replaced by ``rule(L, X)``'s.
+
+    ``rule`` is jax's own formula (:func:`._algebra.tangent` or
+    :func:`._algebra.cotangent`), computed only when some matrix needs it:
+    under a trace by ``lax.cond`` on the whole stack (the primitives batch
+    themselves, so the predicate is one scalar and the cond stays a branch),
+    eagerly by a Python test.
+    """
+    ok = jnp.isfinite(out).all(axis=(-2, -1))
+
+    def replaced():
+        return jnp.where(ok[..., None, None], out, rule(L, X))
+
+    if isinstance(ok, jax.core.Tracer):
+        return lax.cond(ok.all(), lambda: out, replaced)
+    return out if bool(ok.all()) else replaced()
 
 
 def _callback(host, L, X):
@@ -92,16 +116,16 @@ def _to_words(a):
     return np.ascontiguousarray(a).view(np.uint32)
 
 
-def _lowering(host):
+def _lowering(host, rule):
     # The primitives batch themselves (below), so the callbacks never see vmap.
     def lowered(L, X):
-        return _callback(host, L, X)
+        return guarded(_callback(host, L, X), L, X, rule)
     return mlir.lower_fun(lowered, multiple_results=False)
 
 
-def _eager(host):
+def _eager(host, rule):
     def impl(L, X):
-        return jnp.asarray(host(np.asarray(L), np.asarray(X)))
+        return guarded(jnp.asarray(host(np.asarray(L), np.asarray(X))), L, X, rule)
     return impl
 
 
@@ -114,10 +138,10 @@ def _batch_rule(prim):
     return rule
 
 
-for _prim, _host_fn in ((fwd_p, _host.fwd), (rev_p, _host.rev)):
-    _prim.def_impl(_eager(_host_fn))
+for _prim, _host_fn, _rule in ((fwd_p, _host.fwd, tangent), (rev_p, _host.rev, cotangent)):
+    _prim.def_impl(_eager(_host_fn, _rule))
     _prim.def_abstract_eval(_abstract)
-    mlir.register_lowering(_prim, _lowering(_host_fn))
+    mlir.register_lowering(_prim, _lowering(_host_fn, _rule))
     batching.primitive_batchers[_prim] = _batch_rule(_prim)
 
 
