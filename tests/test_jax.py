@@ -156,12 +156,8 @@ def test_factor_is_jax_own(ours, dtype, upper, symmetrize_input):
     np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
 
 
-def test_integer_input_promotes_and_bad_shapes_raise():
-    assert bj.cholesky(jnp.eye(3, dtype=jnp.int32) * 4).dtype == jnp.float64
-    with pytest.raises(ValueError):
-        bj.cholesky(jnp.ones((3, 4)))
-    with pytest.raises(ValueError):
-        bj.cholesky(jnp.ones(3))
+# Promotion of integer and boolean input and the exceptions for what jax refuses:
+# tests/test_jax_contract.py (test_inputs_as_jax), against jax's own.
 
 
 # ---------------------------------------------------------------------------

@@ -20,6 +20,8 @@ read (jax-ml/jax#40421); for Hermitian tangents the two agree, and that is
 tested against jax's own function directly.
 """
 
+import re
+
 import numpy as np
 import pytest
 
@@ -229,3 +231,93 @@ def test_second_order_nan_pattern(monkeypatch, calls, entry):
     # second order: the error bound's κ enters squared
     assert_matches(got, want, tolerance(np.float64, cond) * cond, entry + ": hessian")
     served("lowered", calls)
+
+
+# ---------------------------------------------------------------------------
+# Inputs: what jax refuses raises as in jax; what it accepts comes out as from jax.
+
+REFUSED = {
+    "non-square": lambda: jnp.ones((3, 4)),
+    "non-square stack": lambda: jnp.ones((2, 3, 4)),
+    "non-square, zero rows": lambda: jnp.ones((0, 3)),
+    "non-square, zero columns": lambda: np.ones((3, 0)),
+    "1-D": lambda: jnp.ones(3),
+    "0-D": lambda: jnp.ones(()),
+    "Python float": lambda: 2.0,
+    "None": lambda: None,
+    "string": lambda: "abc",
+    "object array": lambda: np.eye(2, dtype=object),
+    "long double": lambda: np.eye(2, dtype=np.longdouble),
+    "big-endian": lambda: np.eye(2).astype(">f8"),
+    "float16": lambda: 4 * jnp.eye(3, dtype=jnp.float16),      # no LAPACK potrf for it
+    "bfloat16": lambda: 4 * jnp.eye(3, dtype=jnp.bfloat16),
+}
+
+ACCEPTED = {
+    "int64": lambda: 4 * jnp.eye(3, dtype=jnp.int64),
+    "int32 numpy": lambda: 4 * np.eye(3, dtype=np.int32),
+    "uint8": lambda: 4 * np.eye(3, dtype=np.uint8),
+    "bool": lambda: jnp.eye(3, dtype=bool),
+    "weakly typed": lambda: jnp.full((3, 3), 0.5) + 3 * jnp.eye(3),
+    "numpy float64": lambda: random_spd(3, np.random.default_rng(0)),
+    "numpy complex64": lambda: random_spd(3, np.random.default_rng(0), np.complex64),
+}
+
+# jax.numpy's refuses them, jax.scipy's (a jitted function: they are pytrees of scalars) takes them
+SEQUENCES = {
+    "nested list": lambda: [[4.0, 1.0], [1.0, 4.0]],
+    "nested tuple": lambda: ((4.0, 1.0), (1.0, 4.0)),
+}
+
+EMPTY = {"(0, 0)": (0, 0), "(0, 3, 3)": (0, 3, 3), "(2, 0, 0)": (2, 0, 0)}
+
+
+def outcome(f, a):
+    """What f(a) gives: ('raises', type, message) or ('returns', dtype, shape, weak, values)."""
+    try:
+        out = f(a)
+    except Exception as error:              # noqa: BLE001 - any exception jax raises counts
+        message = " ".join(str(error).split())
+        return ("raises", type(error), re.sub(r" at 0x[0-9a-f]+", "", message))
+    return ("returns", out.dtype, out.shape, out.weak_type, np.asarray(out).tobytes())
+
+
+# The checks run before the crossover is read: refused inputs once, accepted ones both ways.
+INPUTS = ([("default", name) for name in REFUSED]
+          + [(where, name) for where in ("lowered", "default") for name in {**ACCEPTED, **SEQUENCES}])
+
+
+@pytest.mark.parametrize("where, name", INPUTS, ids=["%s-%s" % pair for pair in INPUTS])
+def test_inputs_as_jax(monkeypatch, name, where):
+    """Exception type and message, or dtype, shape, weak type and bytes: jax's own."""
+    serve(where, monkeypatch)
+    make = {**REFUSED, **ACCEPTED, **SEQUENCES}[name]
+    outcomes = {}
+    for entry, (ours, own, _) in ENTRIES.items():
+        want = outcome(own, make())
+        with bj.accelerate():
+            got = outcome(ours, make())
+        assert got == want, entry
+        outcomes[entry] = want[0]
+    if name in SEQUENCES:         # the cases are what they claim to be
+        assert {e: o for e, o in outcomes.items() if o == "raises"} == {
+            e: "raises" for e in ENTRIES if e.startswith("numpy")}
+    else:
+        assert set(outcomes.values()) == {"raises" if name in REFUSED else "returns"}
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.complex64])
+@pytest.mark.parametrize("shape", EMPTY.values(), ids=list(EMPTY))
+def test_empty_as_jax(monkeypatch, shape, dtype):
+    """Zero-size matrices and stacks: factor, tangent and cotangent as jax's, blockchol serving."""
+    serve("lowered", monkeypatch)
+    a = jnp.zeros(shape, dtype)
+    for entry, (ours, own, factored) in ENTRIES.items():
+        want = jax.jit(probe(lambda a: own(factored(a))))(a, a, a)
+        with bj.accelerate():
+            got = jax.jit(probe(ours))(a, a, a)
+        for g, w in zip(got, want):
+            assert (g.dtype, g.shape) == (w.dtype, w.shape), entry
+        with bj.accelerate():            # blockchol's rule is in the program (jax calls no host
+            program = str(jax.make_jaxpr(probe(ours))(a, a, a))      # callback for no data)
+        assert "blockchol_chol_fwd" in program and "blockchol_chol_rev" in program, entry

@@ -48,11 +48,14 @@ __all__ = ["cholesky", "accelerate", "CROSSOVER_N"]
 
 # jax's own functions, kept before accelerate() can replace them.
 _jax_cholesky = jnp.linalg.cholesky
+_jax_scipy_cholesky = _jsl.cholesky
 
 # CROSSOVER_N is the threshold table's own dict (blockchol.core.thresholds), keyed by dtype
 # name and read at each call: below these orders jax's own rule beats the host call's fixed
 # cost [notes.md, "Frameworks"; measured by the crossover part of `python -m bench --suite
 # frameworks-jax`, bench/frameworks_jax.py].
+
+_OPERAND_DTYPES = frozenset(np.dtype(t) for t in (np.float32, np.float64, np.complex64, np.complex128))
 
 
 # ---------------------------------------------------------------------------
@@ -95,13 +98,22 @@ def _lower_factor(a, symmetrize_input, upper=False):
     return _jax_cholesky(a, upper=upper, symmetrize_input=True)
 
 
-def _as_inexact(a, name):
+def _operand(a, jax_function, **kwargs):
+    """`a` as the array ``jax_function(a, **kwargs)`` factors; what jax refuses raises as in jax.
+
+    A jax or numpy array of a supported float or complex dtype (native byte
+    order), not weakly typed, of shape (..., N, N) is taken as it is.  For
+    anything else -- integers, booleans, float16, weak types, other byte
+    orders, other shapes, other objects -- jax's own function is traced on
+    it (it is not run), so that it raises jax's exception or gives jax's
+    dtype.
+    """
+    if (isinstance(a, (jax.Array, np.ndarray)) and np.dtype(a.dtype) in _OPERAND_DTYPES
+            and not getattr(a, "weak_type", False) and a.ndim >= 2 and a.shape[-1] == a.shape[-2]):
+        return jnp.asarray(a)
+    dtype = jax.eval_shape(lambda: jax_function(a, **kwargs)).dtype
     a = jnp.asarray(a)
-    if not jnp.issubdtype(a.dtype, jnp.inexact):
-        a = a.astype(jnp.promote_types(a.dtype, jnp.zeros((), float).dtype))
-    if a.ndim < 2 or a.shape[-1] != a.shape[-2]:
-        raise ValueError("%s: expected a (..., N, N) array, got shape %s" % (name, a.shape))
-    return a
+    return a if a.dtype == dtype else lax.convert_element_type(a, dtype)
 
 
 def cholesky(a, *, upper=False, symmetrize_input=True):
@@ -121,7 +133,8 @@ def cholesky(a, *, upper=False, symmetrize_input=True):
     ----------
     a : (..., N, N) array_like
         Hermitian (symmetric if real) positive definite matrices.  Integer
-        and boolean input is promoted to the default floating type.
+        and boolean input is promoted as jax promotes it; what jax refuses
+        (other shapes, other objects) raises jax's own exception.
     upper : bool, optional
         Return the upper factor U = Lᴴ (a = Uᴴ U) instead of the lower
         factor L (a = L Lᴴ, default).
@@ -185,7 +198,7 @@ def cholesky(a, *, upper=False, symmetrize_input=True):
     >>> bool(jnp.allclose(l_dot, bj.cholesky(ks) / 2, atol=1e-5))   # d chol(tK)/dt = L/2
     True
     """
-    a = _as_inexact(a, "cholesky")
+    a = _operand(a, _jax_cholesky, upper=upper, symmetrize_input=symmetrize_input)
     return _lower_factor(a, symmetrize_input, upper)
 
 
@@ -195,7 +208,7 @@ def cholesky(a, *, upper=False, symmetrize_input=True):
 def _scipy_cholesky(a, lower=False, overwrite_a=False, check_finite=True):
     """:func:`jax.scipy.linalg.cholesky` with blockchol's derivatives (reads one triangle)."""
     del overwrite_a, check_finite
-    a = _as_inexact(a, "cholesky")
+    a = _operand(a, _jax_scipy_cholesky, lower=lower)
     L = _lower_factor(a if lower else H(a), symmetrize_input=False)
     return L if lower else H(L)
 

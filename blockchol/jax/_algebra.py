@@ -47,7 +47,7 @@ def hermitian_from_lower(a):
     `a` with a real diagonal), infinities and NaN included.
     """
     i, j = _rows_cols(a)
-    diagonal = jnp.real(a).astype(a.dtype)
+    diagonal = jnp.real(a).astype(a.dtype) if jnp.iscomplexobj(a) else a    # keeps a weak type
     return jnp.where(i > j, a, jnp.where(i < j, H(a), diagonal))
 
 
