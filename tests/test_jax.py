@@ -403,6 +403,18 @@ def test_crossover_dispatch(monkeypatch, calls, dtype):
     assert not calls.rev and not calls.fwd
 
 
+def test_crossover_bench_command(tmp_path):
+    """The command the code cites for the crossover measurement exists and times both rules."""
+    import json
+    from bench.frameworks_jax import main
+    args = ["--crossover", "--quick", "--sizes", "8", "--dtypes", "float32", "--stacks", "1"]
+    assert main(args + ["--out", str(tmp_path)]) == 0
+    records = json.loads((tmp_path / "results.json").read_text())["records"]
+    assert sorted(r["impl"] for r in records) == [
+        "grad, blockchol rule", "grad, jax rule", "jvp, blockchol rule", "jvp, jax rule"]
+    assert all(r["min"] > 0 and r["case"].endswith("float32 N=8") for r in records)
+
+
 # ---------------------------------------------------------------------------
 # accelerate()
 

@@ -52,8 +52,7 @@ _jax_scipy_cholesky = _jsl.cholesky
 
 # CROSSOVER_N is the threshold table's own dict (blockchol.core.thresholds), keyed by dtype
 # name and read at each call: below these orders jax's own rule beats the host call's fixed
-# cost [notes.md, "Frameworks"; measured by the crossover part of `python -m bench --suite
-# frameworks-jax`, bench/frameworks_jax.py].
+# cost [notes.md, "Frameworks"; measured by `python -m bench.frameworks_jax --crossover`].
 
 _OPERAND_DTYPES = frozenset(np.dtype(t) for t in (np.float32, np.float64, np.complex64, np.complex128))
 
