@@ -12,7 +12,8 @@ checked against ½ tr((K⁻¹ − ααᵀ) ∂K/∂θ), α = K⁻¹y, in numpy a
 
 Then, at the largest N, where one gradient's time goes (``profile``), and
 the size below which jax's own rule is faster than a host call
-(``crossover``: ``blockchol.jax.CROSSOVER``, ``CROSSOVER_SINGLE``).
+(``crossover``: ``blockchol.jax.CROSSOVER_N``).  ``python -m
+bench.frameworks_jax --crossover`` runs the crossover measurement alone.
 """
 
 import contextlib
@@ -88,14 +89,14 @@ def _x64():
 
 @contextlib.contextmanager
 def _crossover_at(value):
-    """Trace with both of blockchol.jax's crossovers at value (read when a function is traced)."""
+    """Trace with every one of blockchol.jax's crossovers at value (read when a function is traced)."""
     _, _, _, bj = _jax()
-    saved = bj.CROSSOVER, bj.CROSSOVER_SINGLE
-    bj.CROSSOVER = bj.CROSSOVER_SINGLE = value
+    saved = dict(bj.CROSSOVER_N)
+    bj.CROSSOVER_N.update(dict.fromkeys(saved, value))
     try:
         yield
     finally:
-        bj.CROSSOVER, bj.CROSSOVER_SINGLE = saved
+        bj.CROSSOVER_N.update(saved)
 
 
 def _blocked(f, *args):
@@ -118,7 +119,7 @@ def gp(b):
             args = tuple(jnp.asarray(a) for a in (theta, X, y))
             impls = {"blockchol.jax": _blocked(ours, *args),
                      "jnp.linalg.cholesky": _blocked(base, *args)}
-            if n >= bj.CROSSOVER:
+            if n >= bj.CROSSOVER_N["float64"]:
                 impls["blockchol.jax, closed form"] = with_method("closed", impls["blockchol.jax"])
                 impls["blockchol.jax, method='sweep'"] = with_method("sweep", impls["blockchol.jax"])
 
@@ -164,28 +165,87 @@ def _kernel(theta, X):
     return signal * jnp.exp(-0.5 * d2) + noise * jnp.eye(X.shape[0], dtype=X.dtype)
 
 
-def crossover(b, sizes):
-    """The jitted grad of sum(cholesky(K) ⊙ W) by blockchol's rule and by jax's, per N and dtype."""
+def crossover(b, sizes, dtypes=("float64", "float32"), stacks=(1, 8)):
+    """Where jax's own rule stops being faster: blockchol's rule against jax's, per dtype and N.
+
+    The jitted grad and jvp of sum(W ⊙ cholesky(K)) for one matrix and a stack (vmap), each
+    traced once with every crossover at 0 (blockchol's rule) and once with every crossover
+    out of reach (jax's rule), timed side by side; ratio = time / jax's rule's.  The
+    crossover of a dtype (``blockchol.jax.CROSSOVER_N``) is the order from which blockchol's
+    rule is faster.
+    """
     jax, jnp, _, bj = _jax()
     rng = np.random.default_rng(0)
     with _x64():
-        for dtype in ("float64", "float32"):
-            for n in sizes:
-                A = rng.standard_normal((n, n + 3))
-                K = jnp.asarray((A @ A.T / n + 0.5 * np.eye(n)).astype(dtype))
-                W = jnp.asarray(rng.standard_normal((n, n)).astype(dtype))
-                impls = {}
-                for rule, value in (("blockchol", 0), ("jax", 1 << 62)):
-                    with _crossover_at(value):
-                        g = jax.jit(jax.grad(lambda k: jnp.sum(bj.cholesky(k) * W)))
-                        g(K).block_until_ready()                  # traced under this setting
-                    impls["grad, %s rule" % rule] = _blocked(g, K)
-                b.compare("frameworks-jax-crossover", "%s N=%d" % (dtype, n), impls,
-                          lambda name, out: (None, True), baseline="grad, jax rule", n=n)
+        for dtype in dtypes:
+            for stack in stacks:
+                for n in sizes:
+                    shape = (stack, n, n) if stack > 1 else (n, n)
+                    A = rng.standard_normal(shape[:-1] + (n + 3,))
+                    if np.dtype(dtype).kind == "c":
+                        A = A + 1j * rng.standard_normal(A.shape)
+                    K = A @ np.conj(np.swapaxes(A, -1, -2)) / n + 0.5 * np.eye(n)
+                    K = jnp.asarray(K.astype(dtype))
+                    W = jnp.asarray(rng.standard_normal((n, n)).astype(dtype))
+
+                    def loss(k):
+                        return jnp.real(jnp.sum(bj.cholesky(k) * W))
+
+                    grad = jax.grad(loss)
+                    jvp = lambda k: jax.jvp(bj.cholesky, (k,), (k,))[1]     # noqa: E731
+                    if stack > 1:
+                        grad, jvp = jax.vmap(grad), jax.vmap(jvp)
+                    for mode, f in (("grad", grad), ("jvp", jvp)):
+                        impls = {}
+                        for rule, value in (("blockchol", 0), ("jax", 1 << 62)):
+                            with _crossover_at(value):
+                                g = jax.jit(f)
+                                g(K).block_until_ready()              # traced under this setting
+                            impls["%s, %s rule" % (mode, rule)] = _blocked(g, K)
+                        b.compare("frameworks-jax-crossover",
+                                  "%s %s N=%d%s" % (mode, dtype, n, " stack=%d" % stack if stack > 1 else ""),
+                                  impls, lambda name, out: (None, True),
+                                  baseline="%s, jax rule" % mode, n=n, stack=stack, dtype=dtype)
+
+
+CROSSOVER_SIZES = {"full": (256, 384, 512, 768, 1024), "quick": (256, 512)}
 
 
 def run(b):
     """The ``frameworks-jax`` suite: the GP gradient, its profile, the crossover."""
     gp(b)
     profile(b, 1000 if b.quick else 4000)
-    crossover(b, (256, 512) if b.quick else (256, 384, 512, 768, 1024))
+    crossover(b, CROSSOVER_SIZES["quick" if b.quick else "full"], stacks=(1,) if b.quick else (1, 8))
+
+
+def main(argv=None):
+    """``python -m bench.frameworks_jax [--crossover] [--quick] [--sizes N,...] [--dtypes ...]``."""
+    import argparse
+    import sys
+    from .harness import Bench
+    parser = argparse.ArgumentParser(prog="python -m bench.frameworks_jax", description=__doc__)
+    parser.add_argument("--crossover", action="store_true",
+                        help="only the crossover measurement (blockchol's rule against jax's)")
+    parser.add_argument("--quick", action="store_true", help="smaller cases, fewer rounds")
+    parser.add_argument("--sizes", help="comma-separated orders N for --crossover")
+    parser.add_argument("--dtypes", default="float64,float32",
+                        help="comma-separated dtypes for --crossover (default: float64,float32)")
+    parser.add_argument("--stacks", default="1,8", help="stack sizes for --crossover (default: 1,8)")
+    parser.add_argument("--out", default="bench/out/frameworks-jax",
+                        help="folder for results.json/.md")
+    args = parser.parse_args(argv)
+    b = Bench(quick=args.quick)
+    if args.crossover:
+        sizes = (tuple(int(n) for n in args.sizes.split(",")) if args.sizes
+                 else CROSSOVER_SIZES["quick" if args.quick else "full"])
+        crossover(b, sizes, tuple(args.dtypes.split(",")),
+                  tuple(int(k) for k in args.stacks.split(",")))
+    else:
+        run(b)
+    sys.stdout.write(b.write(args.out, {"quick": args.quick, "suites": ["frameworks-jax"],
+                                        "argv": list(argv if argv is not None else sys.argv[1:])}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
