@@ -28,7 +28,7 @@ results and errors: devices other than the CPU, dtypes other than float32,
 float64, complex64 and complex128, tensor subclasses and other objects with
 ``__torch_function__`` (torch function modes other than a default device
 likewise), ``out=``, code being compiled by ``torch.compile``, and matrices
-smaller than the measured crossover ``MIN_N[dtype]`` (N = 1024 in float64),
+smaller than the measured crossover ``CROSSOVER_N[dtype name]`` (N = 1024 in float64),
 where torch's own rules are faster.
 
 :func:`accelerate` installs the three functions into ``torch.linalg`` and
@@ -61,53 +61,22 @@ import numpy as np
 
 import blockchol
 from blockchol import _patching
+from blockchol.core import thresholds as _thresholds
 
-__all__ = ["cholesky", "cholesky_ex", "cholesky_solve", "accelerate", "MIN_N", "MIN_N_SOLVE",
-           "SINGLE_THREAD_N"]
+__all__ = ["cholesky", "cholesky_ex", "cholesky_solve", "accelerate", "CROSSOVER_N",
+           "SOLVE_CROSSOVER_N", "SINGLE_THREAD_N"]
 
-# The crossovers: below these orders N the matrices go to torch's own
-# operator, whose derivative rules (a few O(N³) products and triangular
-# solves in MKL) beat blockchol's at that size; the same for each matrix of
-# a stack (stacks of small matrices did not favour blockchol either: 0.2-0.9×
-# torch's speed for (16, N, N) and (64, N, N), N = 8 ... 128).  Measured by
-# the bench's frameworks-torch-crossover cases (forward + backward of
-# cholesky with a random cotangent W, each rule timed side by side, torch
-# 2.13.0+cpu, 2 threads, 2-core AMD EPYC VM, quiet, 2026-12-01); speed-up
-# of blockchol's rule over torch's, by the default method (these
-# well-conditioned matrices get the sweep from N = 500) / by the closed form
-# (what ill-conditioned matrices, GP kernels among them, get):
-#   float64     N = 512: 0.65 / 0.73, 768: 0.97 / 1.05, 1024: 1.49 / 1.23,
-#               1536: 1.99 / 1.51, 2048: 2.42 / 1.67  (jvp 1024: 1.69 / 1.32)
-#   float32     N = 1024: 0.95 / 0.96, 1536: 1.63 / 1.19
-#   complex128  N = 1024: 1.01 / 0.73, 1536: 1.17 / 0.70, 2048: 1.34 / 0.92
-#   complex64   N = 1536: 1.03 / 0.68, 2048: 1.26 / 0.73, 3072: 1.41 / 0.77
-# For complex input, torch's gradient has an anti-Hermitian part that costs
-# a second chol_rev call when the loss sees the phase of the factor's
-# columns (a random complex W does); with the closed form that makes two
-# 7N³/3 passes against torch's 4N³, which no crossover rescues.  Losses
-# invariant to that phase (log det, quadratic forms: GP likelihoods) skip
-# the second call.
-MIN_N = {torch.float64: 1024, torch.complex128: 2048, torch.float32: 1536,
-         torch.complex64: 2048}
-# cholesky_solve: the backward here is torch ops in a Python autograd.Function
-# (~0.1 ms of overhead) that saves 2N³ flops; from N = 256 it pays (the
-# bench's frameworks-torch-crossover cases, one right-hand side, the same
-# machine; torch's sub-millisecond samples are noisy, so two runs: N = 64:
-# 0.72×, 128: 1.05× / 0.22×, 192: 1.0× / 2.4×, 256: 1.0× / 1.06×,
-# 384: 2.3× / 3.8×, 512: 3.9×, 4000: 10× torch's speed).
-MIN_N_SOLVE = 256
-
-# Two thread pools share the cores: torch's (OpenMP, MKL) and the OpenBLAS
-# that blockchol calls (scipy's).  Each spins for a while after its work
-# before it sleeps (OpenBLAS ~2^28 cycles, ~0.1 s here), so a multithreaded
-# BLAS call right after torch's ops (or torch's ops right after one) waits
-# for the other pool's spinning threads to give up the cores: about 8 ms per
-# small call on the 2-core VM, whatever the size (N = 64 ... 512: 8-39 ms
-# against 0.8-23 ms single-threaded, same measurement).  Below this order
-# blockchol runs single-threaded (threads=1), which needs no handoff; from
-# N = 1536 on the second thread wins (1.48 vs 1.60× torch's speed at 1536,
-# 1.82 vs 2.33× at 2048; at 768-1024 the two were within the noise).
-SINGLE_THREAD_N = 1024
+# The crossovers and the thread switch, from blockchol's table of thresholds
+# (module globals, read at each call, so that they can be lowered); why each
+# has its value is in notes.md, section "Frameworks".
+#: Below these orders (by dtype name, ``CROSSOVER_N["float64"]``) a matrix, or each
+#: matrix of a stack, goes to torch's own derivative rules, which are faster there.
+CROSSOVER_N = _thresholds.TORCH_CROSSOVER_N
+#: cholesky_solve: from this order its O(N² k) backward beats torch's O(N³) one.
+SOLVE_CROSSOVER_N = _thresholds.TORCH_SOLVE_CROSSOVER_N
+#: Below this order blockchol runs single-threaded: handing the cores between
+#: torch's thread pool and the BLAS's costs more than a second thread gains.
+SINGLE_THREAD_N = _thresholds.TORCH_SINGLE_THREAD_N
 
 _torch_cholesky = torch.linalg.cholesky
 _torch_cholesky_ex = torch.linalg.cholesky_ex
@@ -117,7 +86,9 @@ _torch_cholesky = getattr(_torch_cholesky, "_blockchol_original", _torch_cholesk
 _torch_cholesky_ex = getattr(_torch_cholesky_ex, "_blockchol_original", _torch_cholesky_ex)
 _torch_cholesky_solve = getattr(_torch_cholesky_solve, "_blockchol_original", _torch_cholesky_solve)
 
-_DTYPES = frozenset((torch.float32, torch.float64, torch.complex64, torch.complex128))
+#: The dtypes blockchol serves, with their names (the crossovers' keys).
+_DTYPE_NAMES = {torch.float32: "float32", torch.float64: "float64", torch.complex64: "complex64",
+                torch.complex128: "complex128"}
 _PLAIN_TYPES = (torch.Tensor, torch.nn.Parameter)
 
 
@@ -137,7 +108,7 @@ def _served(*tensors):
     """Whether these operands go through blockchol's path (else torch's own operator)."""
     for t in tensors:
         if (type(t) not in _PLAIN_TYPES or t.layout != torch.strided
-                or t.device.type != "cpu" or t.dtype not in _DTYPES):
+                or t.device.type != "cpu" or t.dtype not in _DTYPE_NAMES):
             return False
     if torch.overrides.has_torch_function(tensors) and not _mode_allows():
         return False
@@ -147,7 +118,7 @@ def _served(*tensors):
 def _large_enough(A):
     if A.dim() < 2 or A.shape[-2] != A.shape[-1]:
         return False                             # torch's own reports the error
-    return A.shape[-1] >= MIN_N[A.dtype]
+    return A.shape[-1] >= CROSSOVER_N[_DTYPE_NAMES[A.dtype]]
 
 
 # --- small torch helpers, lower form --------------------------------------------------
@@ -230,7 +201,7 @@ def _fwd_formula(L, K, upper):
     return _low(out, upper)
 
 
-# --- the numpy kernels ------------------------------------------------------------------
+# --- the calls into numpy ------------------------------------------------------------------
 
 def _np(t):
     return t.detach().resolve_conj().resolve_neg().numpy()
@@ -257,7 +228,7 @@ def _refused(L, X, error, upper):
         raise error
 
 
-def _rev_kernel(L, M, upper, skip_zero=False):
+def _rev_numpy(L, M, upper, skip_zero=False):
     """Hermitian S = blockchol.chol_rev(L, M, symmetric=True)."""
     Ln, Mn = _np(L), _np(M)
     if skip_zero and not Mn.any():
@@ -270,7 +241,7 @@ def _rev_kernel(L, M, upper, skip_zero=False):
         return _rev_formula(L.detach(), M.detach(), upper)
 
 
-def _fwd_kernel(L, K, upper):
+def _fwd_numpy(L, K, upper):
     """L̇ = blockchol.chol_fwd(L, K) (K's read triangle, taken Hermitian)."""
     Ln, Kn = _np(L), _np(K)
     try:
@@ -280,7 +251,7 @@ def _fwd_kernel(L, K, upper):
         return _fwd_formula(L.detach(), K.detach(), upper)
 
 
-def _skew_kernel(L, Q, upper):
+def _skew_numpy(L, Q, upper):
     """L Φ(L⁻¹ Q L⁻ᴴ) for anti-Hermitian Q: i Q is Hermitian, so it is -i chol_fwd(L, i Q)."""
     Ln, Qn = _np(L), _np(Q)
     if not Qn.any():
@@ -400,7 +371,7 @@ class _CholRev(torch.autograd.Function):
 
     @staticmethod
     def forward(L, M, upper, skip_zero):
-        return _rev_kernel(L, M, upper, skip_zero)
+        return _rev_numpy(L, M, upper, skip_zero)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -445,7 +416,7 @@ class _CholFwd(torch.autograd.Function):
 
     @staticmethod
     def forward(L, K, upper):
-        return _fwd_kernel(L, K, upper)
+        return _fwd_numpy(L, K, upper)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -494,7 +465,7 @@ class _CholSkew(torch.autograd.Function):
 
     @staticmethod
     def forward(L, Q, upper):
-        return _skew_kernel(L, Q, upper)
+        return _skew_numpy(L, Q, upper)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -685,7 +656,7 @@ def cholesky(A, *, upper=False, out=None):
 
     The factor is torch's, so the values are torch's; the derivatives agree
     with torch's own to rounding.  Inputs blockchol does not serve, and
-    matrices smaller than ``MIN_N[A.dtype]`` (the measured crossover), go to
+    matrices smaller than ``CROSSOVER_N[dtype name]`` (the measured crossover), go to
     torch's own operator.
 
     Examples
@@ -837,7 +808,7 @@ def cholesky_solve(B, L, upper=False, *, out=None):
     product is grouped as G (Xᴴ L) + X (Gᴴ L) when 2k < N, 8N²k flops.
     Forward mode: Ẋ = A⁻¹ (Ḃ - Ȧ X), Ȧ = L̇ Lᴴ + L L̇ᴴ, also O(N² k).
     All orders compose (the rules call this function again).  Factors smaller
-    than :data:`MIN_N_SOLVE` and inputs blockchol does not serve go to
+    than :data:`SOLVE_CROSSOVER_N` and inputs blockchol does not serve go to
     torch's own operator.
 
     Examples
@@ -853,7 +824,7 @@ def cholesky_solve(B, L, upper=False, *, out=None):
     True
     """
     if (out is not None or not isinstance(L, torch.Tensor) or L.dim() < 2
-            or L.shape[-1] < MIN_N_SOLVE or not _served(B, L)):
+            or L.shape[-1] < SOLVE_CROSSOVER_N or not _served(B, L)):
         return _torch_cholesky_solve(B, L, upper=upper, out=out)
     return _CholeskySolve.apply(B, L, upper)
 
