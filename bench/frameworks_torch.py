@@ -279,12 +279,12 @@ def profile(b, n):
         "potrf (torch.linalg.cholesky, no grad)": lambda: bt._torch_cholesky(K),
         "Cholesky backward incl. potrf, torch's rule": chol_backward(bt._torch_cholesky),
         "Cholesky backward incl. potrf, blockchol": chol_backward(
-            lambda A: bt._Cholesky.apply(A, False)),
+            lambda A: bt._functions.Cholesky.apply(A, False)),
         "blockchol.chol_rev alone (numpy, symmetric=True)": lambda: blockchol.chol_rev(
             L_np, Lb_np, symmetric=True),
         "cholesky_solve + logdet, grad wrt L, torch's rule": tail_grad(bt._torch_cholesky_solve),
         "cholesky_solve + logdet, grad wrt L, blockchol.torch": tail_grad(
-            lambda B, L_: bt._CholeskySolve.apply(B, L_, False)),
+            lambda B, L_: bt._functions.CholeskySolve.apply(B, L_, False)),
         "GP gradient, torch's own rules": whole,
         "GP gradient, accelerate()": _accelerated(whole),
     }
@@ -348,7 +348,7 @@ def crossover(b):
                 return thunk()
         return run
 
-    ours = lambda a: bt._Cholesky.apply(a, False)         # noqa: E731
+    ours = lambda a: bt._functions.Cholesky.apply(a, False)         # noqa: E731
     # name -> (cholesky, SINGLE_THREAD_N while the thunk runs)
     rules = {"torch's rule": (bt._torch_cholesky, None),
              "blockchol, threads=1": (ours, sys.maxsize),
@@ -382,7 +382,7 @@ def crossover(b):
 
         b.compare("frameworks-torch-crossover", "cholesky_solve float64 N=%d k=1" % n,
                   {"torch's rule": solve_grad(bt._torch_cholesky_solve),
-                   "blockchol.torch": solve_grad(lambda B, L_: bt._CholeskySolve.apply(B, L_, False))},
+                   "blockchol.torch": solve_grad(lambda B, L_: bt._functions.CholeskySolve.apply(B, L_, False))},
                   _no_check, baseline="torch's rule", budget=1.0, settle=SETTLE, n=n, dtype="float64")
 
 

@@ -323,8 +323,8 @@ def test_derivative_operators_gradcheck(small, upper):
     """The building blocks on their own, raw second arguments (only one triangle is read)."""
     A = spd(4, torch.complex128)
     M = randn(4, 4, dtype=torch.complex128, seed=9).requires_grad_()
-    for op in (lambda a, m: bt._CholRev.apply(bt.cholesky(_sym(a), upper=upper), m, upper, False),
-               lambda a, m: bt._CholFwd.apply(bt.cholesky(_sym(a), upper=upper), m, upper)):
+    for op in (lambda a, m: bt._functions.CholRev.apply(bt.cholesky(_sym(a), upper=upper), m, upper, False),
+               lambda a, m: bt._functions.CholFwd.apply(bt.cholesky(_sym(a), upper=upper), m, upper)):
         assert gradcheck(op, (A.clone().requires_grad_(), M), fast_mode=True)
 
 
@@ -552,7 +552,7 @@ def test_cholesky_solve_matches_torch(small, dtype, upper, k):
     V = randn(3, 2, n, k, dtype=dtype, seed=5)
     Lr, Br = L.clone().requires_grad_(), B.clone().requires_grad_()
     X = bt.cholesky_solve(Br, Lr, upper)
-    assert "_CholeskySolve" in type(X.grad_fn).__name__
+    assert type(X.grad_fn) is bt._functions.CholeskySolve._backward_cls      # ours, not torch's
     assert torch.equal(X, TORCH_CHOLESKY_SOLVE(B, L, upper))
     ours = torch.autograd.grad(X, (Br, Lr), V)
     theirs = torch.autograd.grad(TORCH_CHOLESKY_SOLVE(Br, Lr, upper), (Br, Lr), V)
@@ -676,71 +676,3 @@ def test_accelerate_leaves_torch_code_unchanged_below_the_crossover(calls):
     with bt.accelerate():
         torch.linalg.cholesky(A).sum().backward()
     assert calls == [] and rel(A.grad, _torch_grad(spd(8), lambda L: L.sum())) < 1e-14
-
-
-# --- a real client: GPyTorch's exact marginal likelihood -----------------------------------------
-
-def test_gpytorch_exact_gp_through_accelerate(calls, monkeypatch):
-    gpytorch = pytest.importorskip("gpytorch")     # CI installs it (the test extra): this runs
-    import linear_operator
-
-    n = 300
-    g = torch.Generator().manual_seed(0)
-    X = torch.rand(n, 2, dtype=torch.float64, generator=g) * 4
-    y = torch.sin(X).sum(-1) + 0.1 * torch.randn(n, dtype=torch.float64, generator=g)
-
-    class GP(gpytorch.models.ExactGP):
-        def __init__(self, x, y, likelihood):
-            super().__init__(x, y, likelihood)
-            self.mean = gpytorch.means.ConstantMean()
-            self.covar = gpytorch.kernels.ScaleKernel(gpytorch.kernels.RBFKernel(ard_num_dims=2))
-
-        def forward(self, x):
-            return gpytorch.distributions.MultivariateNormal(self.mean(x), self.covar(x))
-
-    likelihood = gpytorch.likelihoods.GaussianLikelihood().double()
-    model = GP(X, y, likelihood).double()
-    model.covar.base_kernel.lengthscale = torch.tensor([[0.7, 1.3]], dtype=torch.float64)
-    mll = gpytorch.mlls.ExactMarginalLogLikelihood(likelihood, model)
-    params = list(model.parameters())
-
-    seen = []
-    for name in ("_torch_cholesky", "_torch_cholesky_ex"):   # what our wrappers call inside
-        monkeypatch.setattr(bt, name, (lambda f, name: lambda *a, **k: (seen.append(name), f(*a, **k))[1])(
-            getattr(bt, name), name))
-
-    def gradient():
-        model.train()
-        with gpytorch.settings.max_cholesky_size(10 ** 6):
-            return torch.autograd.grad(-mll(model(X), y), params)
-
-    plain = gradient()
-    assert calls == [] and seen == []
-    with bt.accelerate():
-        fast = gradient()
-    # linear_operator's psd_safe_cholesky calls torch.linalg.cholesky_ex, and the gradient
-    # of the factor went through blockchol's chol_rev, once, on the N × N factor
-    assert seen == ["_torch_cholesky_ex"]
-    assert calls == [("rev", (n, n), (n, n))]
-    assert linear_operator.utils.cholesky.torch.linalg.cholesky_ex is TORCH_CHOLESKY_EX
-    for a, b in zip(fast, plain):
-        assert rel(a, b) < 1e-10
-
-    # predictions (GPyTorch's cholesky_solve path) agree too
-    Xt = torch.rand(20, 2, dtype=torch.float64, generator=g) * 4
-
-    def predict():
-        model.eval()
-        with gpytorch.settings.max_cholesky_size(10 ** 6):
-            p = likelihood(model(Xt))
-            out = p.mean.detach(), p.variance.detach()
-        model.train()
-        return out
-
-    seen.clear()
-    plain = predict()
-    with bt.accelerate():
-        fast = predict()
-    assert "_torch_cholesky_ex" in seen
-    for a, b in zip(fast, plain):
-        assert rel(a, b) < 1e-12
