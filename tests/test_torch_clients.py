@@ -10,7 +10,6 @@ correct gradients differ by about N · eps · κ relative to the largest entry,
 and the bar is 20 times that.  A wrong rule is off by O(1).
 """
 
-import textwrap
 
 import pytest
 import torch

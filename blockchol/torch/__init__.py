@@ -62,6 +62,11 @@ except ImportError as error:        # pragma: no cover - exercised in a subproce
 from blockchol import _patching
 from blockchol.core import thresholds as _thresholds
 
+from ._functions import (Cholesky as _Cholesky, CholeskyEx as _CholeskyEx,
+                         CholeskySolve as _CholeskySolve, _torch_cholesky, _torch_cholesky_ex,
+                         _torch_cholesky_solve)
+from ._override import TorchFunction as _TorchFunction
+
 __all__ = ["cholesky", "cholesky_ex", "cholesky_solve", "accelerate", "CROSSOVER_N",
            "SOLVE_CROSSOVER_N", "SINGLE_THREAD_N"]
 
@@ -76,11 +81,6 @@ SOLVE_CROSSOVER_N = _thresholds.TORCH_SOLVE_CROSSOVER_N
 #: Below this order blockchol runs single-threaded: handing the cores between
 #: torch's thread pool and the BLAS's costs more than a second thread gains.
 SINGLE_THREAD_N = _thresholds.TORCH_SINGLE_THREAD_N
-
-from ._functions import (Cholesky as _Cholesky, CholeskyEx as _CholeskyEx,  # noqa: E402
-                         CholeskySolve as _CholeskySolve, _torch_cholesky, _torch_cholesky_ex,
-                         _torch_cholesky_solve)
-from ._override import TorchFunction as _TorchFunction  # noqa: E402
 
 #: The dtypes blockchol serves, with their names (the crossovers' keys).
 _DTYPE_NAMES = {torch.float32: "float32", torch.float64: "float64", torch.complex64: "complex64",

@@ -18,7 +18,7 @@ With Φ(X) the lower triangle of X with its diagonal halved:
 
 import torch
 
-__all__ = ["low", "phi", "hermitian_from", "triangular_from", "l_solve", "lh_solve",
+__all__ = ["low", "phi", "hermitian_part", "skew_part", "hermitian_from", "triangular_from", "l_solve", "lh_solve",
            "solve_l", "solve_lh", "fwd", "rev_full", "rev", "l_gradient", "l_tangent"]
 
 
@@ -30,6 +30,16 @@ def low(X, upper):
 def phi(X):
     """Φ(X): the lower triangle of X with its diagonal halved."""
     return X.tril() - 0.5 * torch.diag_embed(X.diagonal(dim1=-2, dim2=-1))
+
+
+def hermitian_part(X):
+    """½ (X + Xᴴ)."""
+    return 0.5 * (X + X.mH)
+
+
+def skew_part(X):
+    """½ (X − Xᴴ), the anti-Hermitian part."""
+    return 0.5 * (X - X.mH)
 
 
 def hermitian_from(K, upper):

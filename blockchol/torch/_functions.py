@@ -147,7 +147,7 @@ class CholRev(torch.autograd.Function):
     def backward(ctx, gS):
         L, M, S = ctx.saved_tensors
         upper = ctx.upper
-        H = 0.5 * (gS + gS.mH)
+        H = fm.hermitian_part(gS)
         Ld = CholFwd.apply(L, H, upper)             # = ∂f/∂M, in M's form
         gL = None
         if ctx.needs_input_grad[0]:
@@ -309,14 +309,14 @@ def _cholesky_jvp(L, dA, upper):
     level.  Unless a graph of the tangent is being built, which keeps the exact
     rule."""
     if _graph_wanted(L, dA):
-        return (CholFwd.apply(L, 0.5 * (dA + dA.mH), upper)
-                + CholSkew.apply(L, 0.5 * (dA - dA.mH), upper))
-    Q = 0.5 * (dA - dA.mH)
+        return (CholFwd.apply(L, fm.hermitian_part(dA), upper)
+                + CholSkew.apply(L, fm.skew_part(dA), upper))
+    Q = fm.skew_part(dA)
     small = _negligible(Q, dA, dA.shape[-1])
     if _known_false(lambda: small.all()):
         return CholFwd.apply(L, dA, upper)
     Q = torch.where(small[..., None, None], 0, Q)     # per matrix, also inside vmap
-    return CholFwd.apply(L, 0.5 * (dA + dA.mH), upper) + CholSkew.apply(L, Q, upper)
+    return CholFwd.apply(L, fm.hermitian_part(dA), upper) + CholSkew.apply(L, Q, upper)
 
 
 class Cholesky(torch.autograd.Function):
