@@ -17,8 +17,8 @@ ScaleKernel(RBFKernel(ard_num_dims=3)), GaussianLikelihood) on its Cholesky
 path (``gpytorch.settings.max_cholesky_size``), checked against the closed
 form mapped through GPyTorch's softplus constraints; where one gradient's
 time goes at the largest N (``profile``); and the sizes below which torch's
-own rules are faster than blockchol's (``crossover``: ``blockchol.torch.MIN_N``,
-``MIN_N_SOLVE``, ``SINGLE_THREAD_N``).
+own rules are faster than blockchol's (``crossover``: ``blockchol.torch.CROSSOVER_N``,
+``SOLVE_CROSSOVER_N``, ``SINGLE_THREAD_N``).
 """
 
 import contextlib
@@ -49,7 +49,7 @@ BASELINE = "torch's own rules"
 # sleep, and torch's ops running meanwhile share the cores with them.  With
 # the pause each sample pays only for its own spinning (blockchol's inside
 # its own gradient counts against it, as it would in a program).  Below
-# MIN_N blockchol is not called, and the pause would only make every sample
+# CROSSOVER_N blockchol is not called, and the pause would only make every sample
 # start with cold caches and sleeping pools, so it is skipped there.
 SETTLE = 0.25
 
@@ -236,11 +236,12 @@ def gp(b):
         for suite, case in cases:
             plain, reference = case(n)
             impls = {OURS: _accelerated(plain), BASELINE: plain}
-            if n >= bt.MIN_N[torch.float64]:
+            served = n >= bt.CROSSOVER_N["float64"]
+            if served:
                 impls[OURS_SWEEP] = with_method("sweep", impls[OURS])
             b.compare(suite, "GP gradient, N=%d" % n, impls, _checker(reference),
-                      baseline=BASELINE, settle=SETTLE if n >= bt.MIN_N[torch.float64] else 0.0, n=n,
-                      path="torch's own rule below MIN_N" if n < bt.MIN_N[torch.float64] else "")
+                      baseline=BASELINE, settle=SETTLE if served else 0.0, n=n,
+                      path="" if served else "torch's own rule below CROSSOVER_N")
 
 
 def profile(b, n):
@@ -278,12 +279,12 @@ def profile(b, n):
         "potrf (torch.linalg.cholesky, no grad)": lambda: bt._torch_cholesky(K),
         "Cholesky backward incl. potrf, torch's rule": chol_backward(bt._torch_cholesky),
         "Cholesky backward incl. potrf, blockchol": chol_backward(
-            lambda A: bt._Cholesky.apply(A, False)),
+            lambda A: bt._functions.Cholesky.apply(A, False)),
         "blockchol.chol_rev alone (numpy, symmetric=True)": lambda: blockchol.chol_rev(
             L_np, Lb_np, symmetric=True),
         "cholesky_solve + logdet, grad wrt L, torch's rule": tail_grad(bt._torch_cholesky_solve),
         "cholesky_solve + logdet, grad wrt L, blockchol.torch": tail_grad(
-            lambda B, L_: bt._CholeskySolve.apply(B, L_, False)),
+            lambda B, L_: bt._functions.CholeskySolve.apply(B, L_, False)),
         "GP gradient, torch's own rules": whole,
         "GP gradient, accelerate()": _accelerated(whole),
     }
@@ -326,7 +327,7 @@ def crossover(b):
     closed form; cholesky_solve: the
     backward of sum(cholesky_solve(b, L) ⊙ b) with respect to L and b, one
     right-hand side.  Where blockchol's ratio to torch's rule is above 1,
-    the dispatch keeps torch's own rule (MIN_N, MIN_N_SOLVE); where
+    the dispatch keeps torch's own rule (CROSSOVER_N, SOLVE_CROSSOVER_N); where
     threads=1 beats the pools, blockchol runs single-threaded
     (SINGLE_THREAD_N).
     """
@@ -347,7 +348,7 @@ def crossover(b):
                 return thunk()
         return run
 
-    ours = lambda a: bt._Cholesky.apply(a, False)         # noqa: E731
+    ours = lambda a: bt._functions.Cholesky.apply(a, False)         # noqa: E731
     # name -> (cholesky, SINGLE_THREAD_N while the thunk runs)
     rules = {"torch's rule": (bt._torch_cholesky, None),
              "blockchol, threads=1": (ours, sys.maxsize),
@@ -381,7 +382,7 @@ def crossover(b):
 
         b.compare("frameworks-torch-crossover", "cholesky_solve float64 N=%d k=1" % n,
                   {"torch's rule": solve_grad(bt._torch_cholesky_solve),
-                   "blockchol.torch": solve_grad(lambda B, L_: bt._CholeskySolve.apply(B, L_, False))},
+                   "blockchol.torch": solve_grad(lambda B, L_: bt._functions.CholeskySolve.apply(B, L_, False))},
                   _no_check, baseline="torch's rule", budget=1.0, settle=SETTLE, n=n, dtype="float64")
 
 

@@ -5,18 +5,16 @@ torch's own implementation is the oracle throughout: the same inputs through
 ours, compared entry by entry.  Calls into blockchol are recorded, so that a
 test also proves that blockchol did the work (and did not fall back quietly).
 
-Tolerances.  The matrices are well conditioned (A = X Xᴴ / N + I, cond(A)
-below about 10), so two correct implementations differ by a small multiple
-of N · eps · cond: in float64 below 1e-13 relative to the largest entry for
-the orders used here, hence 1e-11; in float32 (eps = 6e-8, N = 70-80)
-about 1e-5, hence 1e-4.  A wrong rule (a lost factor 2, the wrong triangle,
-a missing conjugate or symmetrization) is off by O(1).
+Tolerances (:func:`tol`).  Two correct implementations of a derivative of
+the factor of A differ by rounding amplified by the conditioning: about
+N · eps · κ(A) relative to the largest entry, κ(A)² for second derivatives.
+The bar is 50 times that, with κ computed for the test's own matrix (A =
+X Xᴴ / N + I: κ below about 10).  A wrong rule (a lost factor 2, the wrong
+triangle, a missing conjugate or symmetrization) is off by O(1).
 """
 
-import doctest
 import threading
 
-import numpy as np
 import pytest
 import torch
 from torch.autograd import gradcheck, gradgradcheck
@@ -30,8 +28,15 @@ TORCH_CHOLESKY_EX = torch.linalg.cholesky_ex
 TORCH_CHOLESKY_SOLVE = torch.cholesky_solve
 
 DTYPES = [torch.float64, torch.complex128, torch.float32, torch.complex64]
-TOL = {torch.float64: 1e-11, torch.complex128: 1e-11, torch.float32: 1e-4, torch.complex64: 1e-4}
 N = 80
+
+
+def tol(A, order=1):
+    """50 · N · eps · κ(A)^order: the bar for two correct derivatives of A's factor
+    (order 2 for second derivatives), relative to the largest entry."""
+    A = A.detach()
+    kappa = torch.linalg.cond(A.to(torch.complex128 if A.is_complex() else torch.float64))
+    return 50 * A.shape[-1] * torch.finfo(A.dtype).eps * kappa.max().item() ** order
 
 
 def spd(n, dtype=torch.float64, batch=(), seed=0):
@@ -63,8 +68,8 @@ def calls(monkeypatch):
     The tests' matrices (N = 80) go to blockchol whatever the measured
     crossovers are (test_small_matrices_go_to_torch tests the dispatch itself).
     """
-    monkeypatch.setattr(bt, "MIN_N", {dt: min(n, N) for dt, n in bt.MIN_N.items()})
-    monkeypatch.setattr(bt, "MIN_N_SOLVE", min(bt.MIN_N_SOLVE, N))
+    monkeypatch.setattr(bt, "CROSSOVER_N", {name: min(n, N) for name, n in bt.CROSSOVER_N.items()})
+    monkeypatch.setattr(bt, "SOLVE_CROSSOVER_N", min(bt.SOLVE_CROSSOVER_N, N))
     log = []
     rev, fwd = blockchol.chol_rev, blockchol.chol_fwd
 
@@ -84,8 +89,8 @@ def calls(monkeypatch):
 @pytest.fixture
 def small(monkeypatch):
     """Send every size to blockchol (gradcheck wants small matrices)."""
-    monkeypatch.setattr(bt, "MIN_N", dict.fromkeys(bt.MIN_N, 1))
-    monkeypatch.setattr(bt, "MIN_N_SOLVE", 1)
+    monkeypatch.setattr(bt, "CROSSOVER_N", dict.fromkeys(bt.CROSSOVER_N, 1))
+    monkeypatch.setattr(bt, "SOLVE_CROSSOVER_N", 1)
 
 
 # --- packaging ----------------------------------------------------------------------------
@@ -105,11 +110,6 @@ def test_import_without_torch_names_the_extra():
     assert "pip install 'blockchol[torch]'" in out.stdout
 
 
-def test_docstring_examples_run():
-    failures, tried = doctest.testmod(bt, optionflags=doctest.ELLIPSIS)
-    assert tried >= 8 and failures == 0
-
-
 # --- values and first derivatives against torch -------------------------------------------
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -124,7 +124,7 @@ def test_backward_matches_torch(calls, dtype, upper, batch):
     assert torch.equal(L1, L2)                         # torch's factor, bit for bit
     loss_of(W)(L1).backward()
     loss_of(W)(L2).backward()
-    assert rel(A1.grad, A2.grad) < TOL[dtype]
+    assert rel(A1.grad, A2.grad) < tol(A)
     # one call for the whole stack; complex adds torch's anti-Hermitian part (a second call)
     assert calls[0] == ("rev", A.shape, A.shape)
     assert len(calls) == (2 if dtype.is_complex else 1)
@@ -143,15 +143,15 @@ def test_complex_gradient_keeps_torchs_antihermitian_part():
     (g,) = torch.autograd.grad(loss_of(W)(bt.cholesky(Ar)), Ar)
     L, gL = _cotangent(A, W)
     S = torch.from_numpy(blockchol.chol_rev(L.numpy(), gL.numpy(), symmetric=True))
-    assert rel(g, _torch_grad(A, loss_of(W))) < 1e-11
-    assert rel(0.5 * (g + g.mH), S) < 1e-11                 # the Hermitian part is chol_rev's S
-    assert rel(0.5 * (g - g.mH), S) > 1e-3                  # and torch's has more
+    assert rel(g, _torch_grad(A, loss_of(W))) < tol(A)
+    assert rel(0.5 * (g + g.mH), S) < tol(A)                # the Hermitian part is chol_rev's S
+    assert rel(0.5 * (g - g.mH), S) > 100 * tol(A)          # and torch's has more
 
 
 def test_real_gradient_is_symmetric():
     A = spd(N).requires_grad_()
     (g,) = torch.autograd.grad(loss_of(randn(N, N))(bt.cholesky(A)), A)
-    assert rel(g, g.mT) < 1e-14
+    assert rel(g, g.mT) < 4 * torch.finfo(g.dtype).eps      # symmetrized: a rounding or two
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -165,10 +165,10 @@ def test_jvp_matches_torch_both_apis(calls, dtype, upper, hermitian):
         T = T + T.mH
     ours = torch.func.jvp(lambda a: bt.cholesky(a, upper=upper), (A,), (T,))[1]
     theirs = torch.func.jvp(lambda a: TORCH_CHOLESKY(a, upper=upper), (A,), (T,))[1]
-    assert rel(ours, theirs) < TOL[dtype]
+    assert rel(ours, theirs) < tol(A)
     with fwAD.dual_level():
         dual = bt.cholesky(fwAD.make_dual(A, T), upper=upper)
-        assert rel(fwAD.unpack_dual(dual).tangent, theirs) < TOL[dtype]
+        assert rel(fwAD.unpack_dual(dual).tangent, theirs) < tol(A)
     assert all(c[0] == "fwd" and c[1] == A.shape for c in calls)
     # torch's jvp uses the whole tangent: a non-Hermitian one costs a second (complex) call
     assert len(calls) == (2 if hermitian else 4)
@@ -184,13 +184,14 @@ def test_tangent_hermitian_up_to_rounding_takes_one_call(calls, delta):
     assert not torch.equal(T, T.mH)
     ours = torch.func.jvp(bt.cholesky, (A,), (T,))[1]
     theirs = torch.func.jvp(TORCH_CHOLESKY, (A,), (T,))[1]
-    assert rel(ours, theirs) < 1e-11
-    assert len(calls) == (1 if delta < 1e-10 else 2)
+    assert rel(ours, theirs) < tol(A)
+    skipped = delta < 4 * N * torch.finfo(torch.float64).eps    # the adapter's rounding test
+    assert len(calls) == (1 if skipped else 2)
     calls.clear()
     ours = torch.func.vmap(lambda a, t: torch.func.jvp(bt.cholesky, (a,), (t,))[1])(
         A[None], T[None])                         # inside vmap, decided per matrix
-    assert rel(ours[0], theirs) < 1e-11
-    assert len(calls) == (1 if delta < 1e-10 else 2)
+    assert rel(ours[0], theirs) < tol(A)
+    assert len(calls) == (1 if skipped else 2)
 
 
 def test_complex_antihermitian_part_at_rounding_level_is_skipped(calls):
@@ -200,11 +201,11 @@ def test_complex_antihermitian_part_at_rounding_level_is_skipped(calls):
     P.diagonal().imag.zero_()
     gL = torch.linalg.solve_triangular(L.mH, P, upper=True)     # diag(Lᴴ gL) real, up to rounding
     d = (L.conj() * gL).sum(-2).imag
-    assert 0 < d.abs().max() < 1e-12
+    assert 0 < d.abs().max() < tol(A)                   # rounding noise, not zero
     Ar = A.clone().requires_grad_()
     (ours,) = torch.autograd.grad(bt.cholesky(Ar), Ar, gL)
     (theirs,) = torch.autograd.grad(TORCH_CHOLESKY(Ar), Ar, gL)
-    assert rel(ours, theirs) < 1e-11 and len(calls) == 1
+    assert rel(ours, theirs) < tol(A) and len(calls) == 1
 
 
 def test_cholesky_ex_matches_torch(calls):
@@ -220,7 +221,10 @@ def test_cholesky_ex_matches_torch(calls):
     W = randn(3, N, N)
     loss_of(W)(bt.cholesky_ex(Ar)[0]).backward()
     loss_of(W)(TORCH_CHOLESKY_EX(Ar2)[0]).backward()
-    assert torch.allclose(Ar.grad[[0, 2]], Ar2.grad[[0, 2]], rtol=1e-10, atol=1e-12)
+    assert rel(Ar.grad[[0, 2]], Ar2.grad[[0, 2]]) < tol(A[[0, 2]])
+    # the failed matrix: torch's formula on torch's partial factor, whose conditioning is
+    # unbounded, so no eps·κ bar exists; the NaN pattern must match and the finite values
+    # agree loosely (a wrong formula is off by O(1))
     assert torch.allclose(Ar.grad[1], Ar2.grad[1], rtol=1e-8, atol=1e-8, equal_nan=True)
     assert calls and calls[0][0] == "rev"
     with pytest.raises(torch.linalg.LinAlgError, match="leading minor of order 6"):
@@ -287,7 +291,7 @@ def test_reverse_over_forward_matches_torch(small, dtype, hermitian):
     ours = torch.autograd.grad(jvp_of(bt.cholesky)(A, T), (A, T), V)
     theirs = torch.autograd.grad(jvp_of(TORCH_CHOLESKY)(A, T), (A, T), V)
     for a, b in zip(ours, theirs):
-        assert rel(a, b) < 1e-11
+        assert rel(a, b) < tol(A, 2)
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.complex128])
@@ -302,7 +306,7 @@ def test_forward_over_forward_matches_torch(small, dtype, hermitian):
         inner = lambda a: torch.func.jvp(lambda x: chol(x, upper=True), (a,), (T,))[1]
         return torch.func.jvp(inner, (A,), (_sym(T2),))[1]
 
-    assert rel(jvp2(bt.cholesky), jvp2(TORCH_CHOLESKY)) < 1e-11
+    assert rel(jvp2(bt.cholesky), jvp2(TORCH_CHOLESKY)) < tol(A, 2)
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.complex128])
@@ -320,7 +324,7 @@ def test_double_backward_matches_torch(calls, dtype):
 
     g1, h1 = hvp(bt.cholesky)
     g2, h2 = hvp(TORCH_CHOLESKY)
-    assert rel(g1, g2) < 1e-11 and rel(h1, h2) < 1e-10
+    assert rel(g1, g2) < tol(A) and rel(h1, h2) < tol(A, 2)
     assert {c[0] for c in calls} == {"rev", "fwd"}
 
 
@@ -329,8 +333,8 @@ def test_derivative_operators_gradcheck(small, upper):
     """The building blocks on their own, raw second arguments (only one triangle is read)."""
     A = spd(4, torch.complex128)
     M = randn(4, 4, dtype=torch.complex128, seed=9).requires_grad_()
-    for op in (lambda a, m: bt._CholRev.apply(bt.cholesky(_sym(a), upper=upper), m, upper, False),
-               lambda a, m: bt._CholFwd.apply(bt.cholesky(_sym(a), upper=upper), m, upper)):
+    for op in (lambda a, m: bt._functions.CholRev.apply(bt.cholesky(_sym(a), upper=upper), m, upper, False),
+               lambda a, m: bt._functions.CholFwd.apply(bt.cholesky(_sym(a), upper=upper), m, upper)):
         assert gradcheck(op, (A.clone().requires_grad_(), M), fast_mode=True)
 
 
@@ -346,7 +350,7 @@ def test_complex_double_backward_where_torchs_extra_part_vanishes(calls):
         (g,) = torch.autograd.grad((W * chol(a)).real.sum(), a, create_graph=True)
         return torch.autograd.grad((g * V.conj()).real.sum(), a)[0]
 
-    assert rel(hvp(bt.cholesky), hvp(TORCH_CHOLESKY)) < 1e-10
+    assert rel(hvp(bt.cholesky), hvp(TORCH_CHOLESKY)) < tol(A, 2)
 
 
 @pytest.mark.parametrize("outer", ["jacfwd", "jacrev"])
@@ -361,7 +365,7 @@ def test_hessians_match_torch(small, outer, inner):
     def hess(chol):
         return getattr(torch.func, outer)(getattr(torch.func, inner)(f(chol)))(A)
 
-    assert rel(hess(bt.cholesky), hess(TORCH_CHOLESKY)) < 1e-10
+    assert rel(hess(bt.cholesky), hess(TORCH_CHOLESKY)) < tol(A, 2)
 
 
 def test_cholesky_solve_jvp_of_jvp(small):
@@ -373,7 +377,7 @@ def test_cholesky_solve_jvp_of_jvp(small):
         inner = lambda l: torch.func.jvp(lambda l_, b: solve(b, l_), (l, B), (dL, dB))[1]
         return torch.func.jvp(inner, (L,), (dL2,))[1]
 
-    assert rel(jvp2(bt.cholesky_solve), jvp2(TORCH_CHOLESKY_SOLVE)) < 1e-11
+    assert rel(jvp2(bt.cholesky_solve), jvp2(TORCH_CHOLESKY_SOLVE)) < tol(L @ L.mH, 2)
 
 
 # --- torch.func ------------------------------------------------------------------------------
@@ -386,11 +390,11 @@ def test_func_grad_and_jvp(calls):
     A = spd(N)
     g1 = torch.func.grad(_trace_logdet(bt.cholesky))(A)
     g2 = torch.func.grad(_trace_logdet(TORCH_CHOLESKY))(A)
-    assert rel(g1, g2) < 1e-11
+    assert rel(g1, g2) < tol(A)
     T = _sym(randn(N, N))
     j1 = torch.func.jvp(bt.cholesky, (A,), (T,))[1]
     j2 = torch.func.jvp(TORCH_CHOLESKY, (A,), (T,))[1]
-    assert rel(j1, j2) < 1e-11
+    assert rel(j1, j2) < tol(A)
     assert [c[0] for c in calls] == ["rev", "rev", "fwd"]     # the loss factors twice
 
 
@@ -400,19 +404,19 @@ def test_vmap_sends_one_stack_to_blockchol(calls):
     f = torch.func.grad(lambda a: bt.cholesky(a).diagonal().log().sum())
     g1 = torch.func.vmap(f)(A)
     g2 = torch.func.vmap(torch.func.grad(lambda a: TORCH_CHOLESKY(a).diagonal().log().sum()))(A)
-    assert rel(g1, g2) < 1e-11
+    assert rel(g1, g2) < tol(A)
     assert calls == [("rev", (5, N, N), (5, N, N))]
     calls.clear()
     j1 = torch.func.vmap(lambda a, t: torch.func.jvp(bt.cholesky, (a,), (t,))[1])(A, T)
     j2 = torch.func.vmap(lambda a, t: torch.func.jvp(TORCH_CHOLESKY, (a,), (t,))[1])(A, T)
-    assert rel(j1, j2) < 1e-11
+    assert rel(j1, j2) < tol(A)
     # inside vmap the tangent's symmetry cannot be read: its (zero) anti-Hermitian part is
-    # sent along too, and the skew kernel returns zeros without calling chol_fwd
+    # sent along too, and the anti-Hermitian part's numpy call returns zeros without calling chol_fwd
     assert calls == [("fwd", (5, N, N), (5, N, N))]
     calls.clear()
     g3 = torch.func.grad(lambda a: torch.func.vmap(bt.cholesky)(a).sum())(A)
     g4 = torch.func.grad(lambda a: torch.func.vmap(TORCH_CHOLESKY)(a).sum())(A)
-    assert rel(g3, g4) < 1e-11
+    assert rel(g3, g4) < tol(A)
     assert calls == [("rev", (5, N, N), (5, N, N))]
     calls.clear()
     L, info = torch.func.vmap(bt.cholesky_ex)(A)
@@ -422,10 +426,10 @@ def test_vmap_sends_one_stack_to_blockchol(calls):
 def test_jacrev_jacfwd(small, calls):
     n = 12
     A = spd(n)
-    assert rel(torch.func.jacrev(bt.cholesky)(A), torch.func.jacrev(TORCH_CHOLESKY)(A)) < 1e-11
+    assert rel(torch.func.jacrev(bt.cholesky)(A), torch.func.jacrev(TORCH_CHOLESKY)(A)) < tol(A)
     assert calls == [("rev", (n, n), (n * n, n, n))]          # one call: all N² cotangents
     calls.clear()
-    assert rel(torch.func.jacfwd(bt.cholesky)(A), torch.func.jacfwd(TORCH_CHOLESKY)(A)) < 1e-11
+    assert rel(torch.func.jacfwd(bt.cholesky)(A), torch.func.jacfwd(TORCH_CHOLESKY)(A)) < tol(A)
     # the basis tangents are not Hermitian: the Hermitian and the anti-Hermitian parts
     assert calls == [("fwd", (n, n), (n * n, n, n))] * 2
 
@@ -438,17 +442,18 @@ def test_vmap_over_cotangents_broadcasts_against_one_factor(small, calls):
     (g1,) = torch.func.vmap(vjp)(G)
     _, vjp2 = torch.func.vjp(TORCH_CHOLESKY, A)
     (g2,) = torch.func.vmap(vjp2)(G)
-    assert rel(g1, g2) < 1e-11
+    assert rel(g1, g2) < tol(A)
     assert calls == [("rev", (7, 7), (4, 7, 7))]
 
 
 # --- dispatch and fallbacks -----------------------------------------------------------------
 
 def test_small_matrices_go_to_torch(calls, monkeypatch):
-    """The dispatch follows MIN_N[dtype], for single matrices and for each matrix of a stack."""
-    assert set(bt.MIN_N) == {torch.float32, torch.float64, torch.complex64, torch.complex128}
-    monkeypatch.setattr(bt, "MIN_N", {torch.float64: 20, torch.complex128: 20,
-                                      torch.float32: 30, torch.complex64: 30})
+    """The dispatch follows CROSSOVER_N[dtype name], for single matrices and for each matrix
+    of a stack."""
+    assert set(bt.CROSSOVER_N) == {"float32", "float64", "complex64", "complex128"}
+    monkeypatch.setattr(bt, "CROSSOVER_N", {"float64": 20, "complex128": 20,
+                                            "float32": 30, "complex64": 30})
     for dtype, n, batch, served in [(torch.float64, 19, (), False), (torch.float64, 20, (), True),
                                     (torch.float64, 19, (64,), False),
                                     (torch.float64, 20, (3,), True),
@@ -482,7 +487,7 @@ def test_tensor_subclass_goes_to_torch(calls):
     assert type(L) is Tagged
     L.sum().backward()
     assert calls == []
-    assert rel(A.grad.as_subclass(torch.Tensor), _torch_grad(spd(N), lambda L: L.sum())) < 1e-12
+    assert rel(A.grad.as_subclass(torch.Tensor), _torch_grad(spd(N), lambda L: L.sum())) < tol(A)
 
 
 def _torch_grad(A, loss):
@@ -507,7 +512,7 @@ def test_parameter_and_default_device_are_served(calls):
     with torch.device("cpu"):
         bt.cholesky(A).sum().backward()
     assert len(calls) == 1
-    assert rel(A.grad, _torch_grad(spd(N), lambda L: L.sum())) < 1e-11
+    assert rel(A.grad, _torch_grad(spd(N), lambda L: L.sum())) < tol(A)
 
 
 def test_no_grad_and_inference_mode(calls):
@@ -557,16 +562,16 @@ def test_cholesky_solve_matches_torch(small, dtype, upper, k):
     V = randn(3, 2, n, k, dtype=dtype, seed=5)
     Lr, Br = L.clone().requires_grad_(), B.clone().requires_grad_()
     X = bt.cholesky_solve(Br, Lr, upper)
-    assert "_CholeskySolve" in type(X.grad_fn).__name__
+    assert type(X.grad_fn) is bt._functions.CholeskySolve._backward_cls      # ours, not torch's
     assert torch.equal(X, TORCH_CHOLESKY_SOLVE(B, L, upper))
     ours = torch.autograd.grad(X, (Br, Lr), V)
     theirs = torch.autograd.grad(TORCH_CHOLESKY_SOLVE(Br, Lr, upper), (Br, Lr), V)
     for a, b in zip(ours, theirs):
-        assert a.shape == b.shape and rel(a, b) < TOL[dtype]
+        assert a.shape == b.shape and rel(a, b) < tol(L @ L.mH)
     dB, dL = randn(*B.shape, dtype=dtype, seed=6), randn(*L.shape, dtype=dtype, seed=7)
     j1 = torch.func.jvp(lambda b, l: bt.cholesky_solve(b, l, upper), (B, L), (dB, dL))[1]
     j2 = torch.func.jvp(lambda b, l: TORCH_CHOLESKY_SOLVE(b, l, upper), (B, L), (dB, dL))[1]
-    assert rel(j1, j2) < TOL[dtype]
+    assert rel(j1, j2) < tol(L @ L.mH)
 
 
 def test_cholesky_solve_backward_is_o_n2k(small):
@@ -592,7 +597,7 @@ def test_cholesky_solve_vmap(small):
     B = randn(4, 150, 2)
     f = torch.func.grad(lambda l, b: (bt.cholesky_solve(b, l) * b).sum())
     g = torch.func.grad(lambda l, b: (TORCH_CHOLESKY_SOLVE(b, l) * b).sum())
-    assert rel(torch.func.vmap(f)(L, B), torch.func.vmap(g)(L, B)) < 1e-11
+    assert rel(torch.func.vmap(f)(L, B), torch.func.vmap(g)(L, B)) < tol(L @ L.mH)
 
 
 # --- accelerate() ----------------------------------------------------------------------------------
@@ -672,80 +677,13 @@ def test_backward_outside_accelerate_still_goes_through_blockchol(calls):
         L = torch.linalg.cholesky(A)
     assert _originals()
     L.diagonal().log().sum().backward()
-    assert len(calls) == 1 and rel(A.grad, torch.linalg.inv(A.detach()) / 2) < 1e-11
+    assert len(calls) == 1 and rel(A.grad, torch.linalg.inv(A.detach()) / 2) < tol(A)
 
 
 def test_accelerate_leaves_torch_code_unchanged_below_the_crossover(calls):
     A = spd(8).requires_grad_()
-    assert 8 < bt.MIN_N[torch.float64]
+    assert 8 < bt.CROSSOVER_N["float64"]
     with bt.accelerate():
         torch.linalg.cholesky(A).sum().backward()
-    assert calls == [] and rel(A.grad, _torch_grad(spd(8), lambda L: L.sum())) < 1e-14
-
-
-# --- a real client: GPyTorch's exact marginal likelihood -----------------------------------------
-
-def test_gpytorch_exact_gp_through_accelerate(calls, monkeypatch):
-    gpytorch = pytest.importorskip("gpytorch")     # CI installs it (the test extra): this runs
-    import linear_operator
-
-    n = 300
-    g = torch.Generator().manual_seed(0)
-    X = torch.rand(n, 2, dtype=torch.float64, generator=g) * 4
-    y = torch.sin(X).sum(-1) + 0.1 * torch.randn(n, dtype=torch.float64, generator=g)
-
-    class GP(gpytorch.models.ExactGP):
-        def __init__(self, x, y, likelihood):
-            super().__init__(x, y, likelihood)
-            self.mean = gpytorch.means.ConstantMean()
-            self.covar = gpytorch.kernels.ScaleKernel(gpytorch.kernels.RBFKernel(ard_num_dims=2))
-
-        def forward(self, x):
-            return gpytorch.distributions.MultivariateNormal(self.mean(x), self.covar(x))
-
-    likelihood = gpytorch.likelihoods.GaussianLikelihood().double()
-    model = GP(X, y, likelihood).double()
-    model.covar.base_kernel.lengthscale = torch.tensor([[0.7, 1.3]], dtype=torch.float64)
-    mll = gpytorch.mlls.ExactMarginalLogLikelihood(likelihood, model)
-    params = list(model.parameters())
-
-    seen = []
-    for name in ("_torch_cholesky", "_torch_cholesky_ex"):   # what our wrappers call inside
-        monkeypatch.setattr(bt, name, (lambda f, name: lambda *a, **k: (seen.append(name), f(*a, **k))[1])(
-            getattr(bt, name), name))
-
-    def gradient():
-        model.train()
-        with gpytorch.settings.max_cholesky_size(10 ** 6):
-            return torch.autograd.grad(-mll(model(X), y), params)
-
-    plain = gradient()
-    assert calls == [] and seen == []
-    with bt.accelerate():
-        fast = gradient()
-    # linear_operator's psd_safe_cholesky calls torch.linalg.cholesky_ex, and the gradient
-    # of the factor went through blockchol's chol_rev, once, on the N × N factor
-    assert seen == ["_torch_cholesky_ex"]
-    assert calls == [("rev", (n, n), (n, n))]
-    assert linear_operator.utils.cholesky.torch.linalg.cholesky_ex is TORCH_CHOLESKY_EX
-    for a, b in zip(fast, plain):
-        assert rel(a, b) < 1e-10
-
-    # predictions (GPyTorch's cholesky_solve path) agree too
-    Xt = torch.rand(20, 2, dtype=torch.float64, generator=g) * 4
-
-    def predict():
-        model.eval()
-        with gpytorch.settings.max_cholesky_size(10 ** 6):
-            p = likelihood(model(Xt))
-            out = p.mean.detach(), p.variance.detach()
-        model.train()
-        return out
-
-    seen.clear()
-    plain = predict()
-    with bt.accelerate():
-        fast = predict()
-    assert "_torch_cholesky_ex" in seen
-    for a, b in zip(fast, plain):
-        assert rel(a, b) < 1e-12
+    # torch's own rule, the same operations: bit for bit
+    assert calls == [] and torch.equal(A.grad, _torch_grad(spd(8), lambda L: L.sum()))
