@@ -1,10 +1,12 @@
 """Shared test helpers: random factors, layouts, error measures, a fresh interpreter."""
 
+import hashlib
 import os
 import subprocess
 import sys
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -20,12 +22,26 @@ def eps(dtype):
 
 
 def condition(L, lower=True):
-    """κ₂ = σ_max / σ_min of the read triangle of ``L`` (lower or upper; of a stack: the largest)."""
+    """κ₂ = σ_max / σ_min of the read triangle of ``L`` (lower or upper; of a stack: the largest).
+
+    Remembered per factor (by its bytes): the tests ask for the same factor's κ in loops,
+    and an SVD per comparison would cost more than the comparisons.  The SVD runs on one
+    BLAS thread (two threads spinning on shared cores cost 10-100× its work).
+    """
     L = np.asarray(L, dtype=np.complex128 if np.iscomplexobj(L) else np.float64)
-    L = np.tril(L) if lower else np.triu(L)
+    L = np.ascontiguousarray(np.tril(L) if lower else np.triu(L))
     if L.size == 0:
         return 1.0
-    return float(np.max(np.linalg.cond(L)))
+    key = (L.shape, L.dtype.str, hashlib.sha1(L.tobytes()).hexdigest())
+    if key not in _CONDITION:
+        if len(_CONDITION) > 512:
+            _CONDITION.clear()
+        with threadpool_limits(1, user_api="blas"):     # an SVD: one thread is cheaper on shared cores
+            _CONDITION[key] = float(np.max(np.linalg.cond(L)))
+    return _CONDITION[key]
+
+
+_CONDITION = {}
 
 
 def tol(dtype, kappa=1.0, c=None, n=None):

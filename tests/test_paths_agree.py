@@ -519,10 +519,18 @@ def tilings(draw, n):
     return tuple(sizes) or (0,)
 
 
+def tiles(d):
+    """The tiles blockchol.dask works on: L's chunks if square, else regular ones (no zero-size)."""
+    if d["lnumpy"]:                     # a numpy L takes L̄'s chunks
+        return d["xchunks"]
+    rows, cols = d["lchunks"]
+    return rows if rows == cols else None
+
+
 def item7_cell(d):
     """Issue 17 item 7: the dask forward closed form with a zero-size tile ahead of a non-empty one."""
-    rows = d["lchunks"][0]
-    return (d["direction"] == "fwd" and d["method"] == "closed" and d["lchunks"][0] == d["lchunks"][1]
+    rows = tiles(d) or ()
+    return (d["direction"] == "fwd" and d["method"] == "closed"
             and any(s == 0 and any(rows[i + 1:]) for i, s in enumerate(rows)))
 
 

@@ -78,9 +78,7 @@ def test_threads_none_leaves_the_pools_alone(spy):
 
 
 def test_workers_times_blas_threads_never_exceed_the_cores(spy):
-    # 512 matrices of N = 32 (per-matrix BLAS solves): 16 workers' worth of work
-    # (count · N³ / MIN_WORKER_FLOPS), in at least two chunks.
-    L, Lb = rev_case(32, seed=3, batch=(512,))
+    L, Lb = rev_case(32, seed=3, batch=(1500,))         # per-matrix BLAS solves
     for outer in (1, _threads.CORES):
         with threadpool_limits(outer, user_api="blas"):
             spy.clear()
