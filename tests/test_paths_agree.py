@@ -65,12 +65,11 @@ result computed in float32 (1e-8) -- lies orders of magnitude above it.
 Budget: derandomized (a seed fixed by each test's name, no example
 database), so CI draws the same examples each run; see EXAMPLES.
 
-Today's failures (issue 17) are held by tests marked xfail(strict=True)
-for the lead to unmark with each fix: item 1 (test_item1_cell, the cell
-test_stacks leaves out, and test_item1_real_factor_complex_cotangent_in_a_tiny_stack),
+Issue 17's regressions keep tests of their own beside the drawn ones:
+item 1 (test_item1_cell, test_item1_real_factor_complex_cotangent_in_a_tiny_stack),
 item 2 (test_item2_tiny_pivots_give_inf_with_a_warning_never_nan) and item 7
-(test_item7_dask_forward_closed_form_with_a_zero_size_tile, the cell
-test_dask_tiles leaves out).
+(test_item7_dask_forward_closed_form_with_a_zero_size_tile); each failed
+before its fix.
 """
 
 import functools
@@ -395,17 +394,6 @@ LOOP_N = STACK_MAX_N + 1
 BLOCK_SIZES = [None, None, 1, 2, 3, 7, 16, 64, 1000]
 
 
-def item1_cell(direction, method, n, ldtype, xdtype, stacked):
-    """Issue 17 item 1: stacks of N ≤ TINY_N["complex"], reverse closed, real L, complex L̄.
-
-    Wrong imaginary parts today (the batch-last form takes "complex" from L's
-    dtype).  test_stacks leaves this cell to test_item1_cell, which is marked
-    xfail until the fix; remove the exclusion in ``calls`` with the mark.
-    """
-    return (stacked and direction == "rev" and method in ("auto", "closed") and 1 <= n <= TC
-            and ldtype.kind != "c" and xdtype.kind == "c")
-
-
 def sub_batch(draw, shape):
     """A batch shape that broadcasts to (a suffix of) ``shape``: leading axes dropped, some set to 1."""
     keep = draw(st.integers(0, len(shape)))
@@ -441,9 +429,7 @@ def calls(draw, kind):
         d["xdtype"] = draw(st.sampled_from([t for t in X_DTYPES if t.kind == "c"]))
     else:
         d["ldtype"] = draw(st.sampled_from(L_DTYPES))
-        cell = lambda xt: item1_cell(d["direction"], d["method"], d["n"], d["ldtype"], xt,
-                                     kind == "stack")
-        d["xdtype"] = draw(st.sampled_from([t for t in X_DTYPES if not cell(t)]))
+        d["xdtype"] = draw(st.sampled_from(X_DTYPES))
     d["lower"] = draw(st.booleans())
     d["symmetric"] = d["direction"] == "rev" and draw(st.booleans())
     d["overwrite"] = d["direction"] == "rev" and draw(st.booleans())
@@ -491,11 +477,11 @@ def test_loop_stacks(d):
     run_and_check(d)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 17 item 1")
-@budget("item1", shrink=False)
+@budget("item1")
 @given(calls("item1"))
 def test_item1_cell(d):
-    """The cell test_stacks leaves out: a real factor and a complex cotangent in a stack of N ≤ 10."""
+    """Issue 17 item 1's cell alone: a real factor and a complex cotangent in a stack of N ≤ 10
+    (the batch-last form once took "complex" from L's dtype: wrong imaginary parts)."""
     run_and_check(d)
 
 
@@ -527,13 +513,6 @@ def tiles(d):
     return rows if rows == cols else None
 
 
-def item7_cell(d):
-    """Issue 17 item 7: the dask forward closed form with a zero-size tile ahead of a non-empty one."""
-    rows = tiles(d) or ()
-    return (d["direction"] == "fwd" and d["method"] == "closed"
-            and any(s == 0 and any(rows[i + 1:]) for i, s in enumerate(rows)))
-
-
 @st.composite
 def dask_calls(draw):
     d = {"seed": draw(st.integers(0, 2 ** 32 - 1)), "lbatch": (), "xbatch": (), "dask": True}
@@ -552,8 +531,6 @@ def dask_calls(draw):
     d["xform"] = draw(st.sampled_from(["same tiles", "other tiles", "numpy"]))
     d["xchunks"] = draw(tilings(n))
     d["lnumpy"] = d["xform"] != "numpy" and not draw(st.integers(0, 5))    # a numpy L, a dask L̄
-    if item7_cell(d):
-        d["method"] = "sweep"           # test_item7_zero_size_tiles holds this cell until the fix
     d["scheduler"] = draw(st.sampled_from(["sync", "threads"]))
     return d
 
@@ -594,7 +571,6 @@ def _stack_of_factors(count, n, rng):
     return np.linalg.cholesky(A @ A.transpose(0, 2, 1) / n + np.eye(n))
 
 
-@pytest.mark.xfail(strict=True, reason="issue 17 item 1")
 @pytest.mark.parametrize("ldtype, xdtype", [(np.float64, np.complex128), (np.float16, np.complex128),
                                             (np.float32, ">c8")])
 def test_item1_real_factor_complex_cotangent_in_a_tiny_stack(ldtype, xdtype):
@@ -613,7 +589,6 @@ TINY_PIVOTS = [(np.float32, 1e-30), (np.float64, 1e-300),           # normal, be
                (np.float32, 1e-40), (np.float64, 5e-310)]           # subnormal
 
 
-@pytest.mark.xfail(strict=True, reason="issue 17 item 2")
 @pytest.mark.parametrize("method, lower", [("closed", True), ("sweep", True), ("closed", False)])
 @pytest.mark.parametrize("stacked", [False, True], ids=["single", "stack"])
 @pytest.mark.parametrize("direction", ["rev", "fwd"])
@@ -652,7 +627,6 @@ def test_item2_tiny_pivots_give_inf_with_a_warning_never_nan(dtype, pivot, direc
         assert np.isfinite(out[0]).all()                    # the benign matrix
 
 
-@pytest.mark.xfail(strict=True, reason="issue 17 item 7", raises=ValueError)
 def test_item7_dask_forward_closed_form_with_a_zero_size_tile():
     # The issue's chunks ((0, 150), (0, 150)): chol_rev and the sweep take them, chol_fwd's
     # closed form raised a broadcasting ValueError from its tile kernel.
