@@ -31,13 +31,13 @@ def _rows_cols(x):
 def tril(x):
     """The lower triangle with the diagonal, zeros above, selected (NaN above stays out)."""
     i, j = _rows_cols(x)
-    return jnp.where(i >= j, x, jnp.zeros((), x.dtype))
+    return jnp.where(i >= j, x, 0)
 
 
 def phi(x):
     """Φ: the lower triangle with the diagonal halved, zeros above (bitwise jax's tril(x) / (1 + I))."""
     i, j = _rows_cols(x)
-    return jnp.where(i > j, x, jnp.where(i == j, x / 2, jnp.zeros((), x.dtype)))
+    return jnp.where(i > j, x, jnp.where(i == j, x / 2, 0))
 
 
 def hermitian_from_lower(a):
