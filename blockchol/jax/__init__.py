@@ -153,7 +153,10 @@ def cholesky(a, *, upper=False, symmetrize_input=True):
         blockchol's derivative of a matrix is not finite (NaN or infinite
         input, tangent or cotangent, or overflow), that matrix's derivative
         is jax's own rule's, so its NaN pattern is jax's: a tangent is NaN
-        only in the factor's triangle, zero in the other.
+        only in the factor's triangle, zero in the other.  (With
+        ``symmetrize_input=False`` jax's rule is applied to the matrix
+        completed from the lower triangle, so the derivative with respect
+        to the upper triangle stays zero.)
 
     Notes
     -----
