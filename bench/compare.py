@@ -60,8 +60,9 @@ def load_base(root):
                 path = os.path.join(dirpath, name)
                 with open(path) as f:
                     text = f.read()
-                text = re.sub(r"\bimport blockchol\b(?!\.)", "import blockchol_base as blockchol",
-                              text)
+                text = re.sub(r"\bimport blockchol as\b", "import blockchol_base as", text)
+                text = re.sub(r"\bimport blockchol\b(?![.\w])(?! as\b)",
+                              "import blockchol_base as blockchol", text)
                 text = re.sub(r"\bfrom blockchol\b", "from blockchol_base", text)
                 text = re.sub(r"\bimport blockchol\.", "import blockchol_base.", text)
                 with open(path, "w") as f:

@@ -73,7 +73,7 @@ def run_small(plan, L, X):
     mask = lower_mask(n)
     np.copyto(space[0], L if lower else herm(L), where=mask)  # the upper triangle stays zero
     A = space[1]
-    A[...] = 0
+    A.fill(0)
     np.copyto(A, X if lower else herm(X), where=mask)
     if plan.check_copies and not np.isfinite(space).all():
         _report_non_finite(plan, L, X)
@@ -378,7 +378,7 @@ class _OneMatrix:
     arguments for the raw bindings (notes: Design, "Paths").
     """
 
-    __slots__ = ("L", "T", "trsm", "trmm")
+    __slots__ = ("L", "T", "blas")
 
     _OP = {"N": 0, "T": 1, "C": 2}
 
@@ -389,12 +389,11 @@ class _OneMatrix:
                              "of one BLAS dtype, got %s %s and %s %s"
                              % (Lw.shape, Lw.dtype, T.shape, T.dtype))
         self.L, self.T = Lw[0].T, T[0].T            # U = Lᵀ and Tᵀ, Fortran-ordered
-        self.trsm, self.trmm = _SCIPY_BLAS[T.dtype]
+        self.blas = dict(zip(("trsm", "trmm"), _SCIPY_BLAS[T.dtype]))
 
     def __call__(self, routine, side, op):
-        call = self.trsm if routine == "trsm" else self.trmm
         # scipy's wrappers: (alpha, a, b, side: 0 left / 1 right, lower, trans_a, diag, overwrite_b)
-        call(1.0, self.L, self.T, 1 if side == "L" else 0, 0, self._OP[op], 0, 1)
+        self.blas[routine](1.0, self.L, self.T, side == "L", 0, self._OP[op], 0, 1)
 
 
 _SCIPY_BLAS = {dtype: tuple(get_blas_funcs(name, dtype=dtype) for name in ("trsm", "trmm"))

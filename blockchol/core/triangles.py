@@ -96,12 +96,17 @@ def mirror_lower(x, off=1.0, diag=1.0):
 
 def phi_lower(x):
     """x ← Φ(x) in place (square or a stack): the lower triangle, diagonal halved and real, zeros above."""
-    np.copyto(x, 0, where=strict_upper_mask(x.shape[-1]))
+    np.copyto(x, _ZERO, where=strict_upper_mask(x.shape[-1]))
     d = diagonal(x)
     if x.dtype.kind == "c":
         d[...] = d.real * 0.5
     else:
-        d *= 0.5
+        np.multiply(d, 0.5, out=d)
+
+
+#: The zero that masked copies write: an array already, which numpy converts faster than a
+#: Python scalar (a measurable part of a call on one tiny matrix); casting keeps it exact.
+_ZERO = np.zeros((), np.int8)
 
 
 # --------------------------------------------------------------------------
