@@ -29,6 +29,8 @@ float64's.
 import numpy as np
 from scipy.linalg import solve_triangular
 
+from .core.threads import CORES, parallel_map
+
 __all__ = ["smith_rev", "sweep_rev", "closed_rev", "closed_fwd", "phi",
            "hermitian_from_lower", "COVARIANCES", "covariance_problem", "relative_error", "typical_error"]
 
@@ -109,13 +111,36 @@ def sweep_rev(L, L_bar, dtype=None):
 def _solve_lower(L, B, adjoint=False):
     """L⁻¹ B, or L⁻ᴴ B with ``adjoint``, for lower triangular L, in any precision numpy has.
 
-    float32/64 and complex go to LAPACK; long double by blocked substitution.
+    float32/64 and complex go to LAPACK; long double by blocked substitution,
+    its column panels on threads (numpy's matmul releases the GIL, and
+    without BLAS this precision is the truths' whole cost).
     """
     if L.dtype in (np.float32, np.float64, np.complex64, np.complex128):
         return solve_triangular(L, B, lower=True, trans="C" if adjoint else "N")
+    X = np.array(B, dtype=np.result_type(L, B))
+    _column_panels(X.shape[1], lambda a, b: _substitute(L, X[:, a:b], adjoint))
+    return X
+
+
+def _matmul(A, B):
+    """A @ B, in column panels on threads where there is no BLAS (as :func:`_solve_lower`)."""
+    if A.dtype in (np.float32, np.float64, np.complex64, np.complex128):
+        return A @ B
+    out = np.empty((A.shape[0], B.shape[1]), np.result_type(A, B))
+    _column_panels(B.shape[1], lambda a, b: np.matmul(A, B[:, a:b], out=out[:, a:b]))
+    return out
+
+
+def _column_panels(ncols, fn):
+    """fn(a, b) for column panels [a, b) covering ncols columns, one per core, on threads."""
+    bounds = np.linspace(0, ncols, min(CORES, ncols) + 1).astype(int)
+    parallel_map(lambda ab: fn(*ab), list(zip(bounds[:-1].tolist(), bounds[1:].tolist())))
+
+
+def _substitute(L, X, adjoint):
+    """X ← L⁻¹ X or L⁻ᴴ X in place, by blocks of 32 rows."""
     T = L.conj().T if adjoint else L
     n, nb = T.shape[0], 32
-    X = np.array(B, dtype=np.result_type(T, B))
     order = range(0, n, nb) if not adjoint else range(((n - 1) // nb) * nb, -1, -nb)
     for i0 in order:
         i1 = min(i0 + nb, n)
@@ -127,7 +152,6 @@ def _solve_lower(L, B, adjoint=False):
         for i in rows:
             part = slice(i0, i) if not adjoint else slice(i + 1, i1)
             X[i] = (X[i] - T[i, part] @ X[part]) / T[i, i]
-    return X
 
 
 def closed_rev(L, L_bar, dtype=None):
@@ -138,7 +162,7 @@ def closed_rev(L, L_bar, dtype=None):
     sets the working precision (``np.longdouble`` for the truths).
     """
     Lw, A = _work_copy(L, L_bar, dtype)
-    P = phi(Lw.conj().T @ A)
+    P = phi(_matmul(Lw.conj().T, A))
     Y = _solve_lower(Lw, P + P.conj().T, adjoint=True)
     X = _solve_lower(Lw, Y.conj().T, adjoint=True).conj().T
     return phi(X)
@@ -155,7 +179,7 @@ def closed_fwd(L, K_dot, dtype=None):
     Kd = hermitian_from_lower(Kd)
     Y = _solve_lower(Lw, Kd.conj().T).conj().T
     X = _solve_lower(Lw, Y)
-    return Lw @ phi(X)
+    return _matmul(Lw, phi(X))
 
 
 def _rbf(r):
