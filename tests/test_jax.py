@@ -413,6 +413,7 @@ def test_crossover_bench_command(tmp_path):
     assert sorted(r["impl"] for r in records) == [
         "grad, blockchol rule", "grad, jax rule", "jvp, blockchol rule", "jvp, jax rule"]
     assert all(r["min"] > 0 and r["case"].endswith("float32 N=8") for r in records)
+    assert all(r["ok"] for r in records)        # each rule's program is the one it names
 
 
 # ---------------------------------------------------------------------------

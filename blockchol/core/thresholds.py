@@ -93,4 +93,4 @@ TORCH_SOLVE_CROSSOVER_N = 256
 TORCH_SINGLE_THREAD_N = 1024
 #: blockchol.jax: below these orders (by dtype name) jax's own derivative rule is faster
 #: than a host call into blockchol [notes: Frameworks, "jax crossovers"].
-JAX_CROSSOVER_N = {"float64": 512, "complex128": 512, "float32": 1024, "complex64": 1024}
+JAX_CROSSOVER_N = {"float64": 512, "complex128": 256, "float32": 768, "complex64": 256}

@@ -123,10 +123,9 @@ def cholesky(a, *, upper=False, symmetrize_input=True):
     ``grad``/``vjp`` and any order and composition of them, under ``jit``
     and ``vmap`` -- run :func:`blockchol.chol_fwd` and
     :func:`blockchol.chol_rev` on the host.  Matrices smaller than
-    :data:`CROSSOVER_N` gives for their dtype (N = 512 in double precision,
-    1024 in single), and everything when jax's default backend is not the
-    CPU (every derivative would cross to the host and back), use jax's own
-    derivative rule, which is faster there.
+    :data:`CROSSOVER_N` gives for their dtype, and everything when jax's
+    default backend is not the CPU (every derivative would cross to the
+    host and back), use jax's own derivative rule, which is faster there.
 
     Parameters
     ----------
@@ -184,7 +183,7 @@ def cholesky(a, *, upper=False, symmetrize_input=True):
            [0.        , 1.2247449 ]], dtype=float32)
 
     The gradient of log det(K) = 2 Σ log L_ii is K⁻¹; at N = 1024 (float32,
-    at ``CROSSOVER_N["float32"]``) blockchol computes it, on the host, under
+    above ``CROSSOVER_N["float32"]``) blockchol computes it, on the host, under
     ``jit``:
 
     >>> k = jnp.eye(1024) * 2 + 0.5
