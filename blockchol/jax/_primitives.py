@@ -160,52 +160,48 @@ ad.primitive_transposes[rev_p] = _transpose(fwd_p)
 
 # Their derivatives with respect to the factor, for second order, in jax ops.
 
-def _fwd_jvp(primals, tangents):
-    """d fwd(L, X) = fwd(L, dX) + dL M + L Φ(−(E X̃ + X̃ Eᴴ)).
+def _jvp(p, l_term):
+    """The jvp rule of p(L, X), linear in X: p(L, dX) + l_term(L, X, p(L, X), tril(dL))."""
+    def rule(primals, tangents):
+        L, X = primals
+        dL, dX = tangents
+        out = p.bind(L, X)
+        terms = []
+        if type(dX) is not ad.Zero:
+            terms.append(p.bind(L, dX))
+        if type(dL) is not ad.Zero:
+            terms.append(l_term(L, X, out, tril(dL)))
+        if not terms:
+            return out, ad.Zero.from_primal_value(out)
+        return out, terms[0] if len(terms) == 1 else terms[0] + terms[1]
+    return rule
+
+
+def _fwd_l_term(L, X, out, dL):
+    """d fwd(L, X) = fwd(L, dX) + dL M + L Φ(−(E X̃ + X̃ Eᴴ)): the last two terms.
 
     M = L⁻¹ fwd(L, X) = Φ(X̃) with X̃ = L⁻¹ X_h L⁻ᴴ = M + Mᴴ, and E = L⁻¹ dL.
     """
-    L, X = primals
-    dL, dX = tangents
-    out = fwd_p.bind(L, X)
-    terms = []
-    if type(dX) is not ad.Zero:
-        terms.append(fwd_p.bind(L, dX))
-    if type(dL) is not ad.Zero:
-        dL = tril(dL)
-        M = solve(L, out, left=True)            # Φ(L⁻¹ X_h L⁻ᴴ)
-        Xt = M + H(M)                           # L⁻¹ X_h L⁻ᴴ
-        Y = mm(solve(L, dL, left=True), Xt)     # E X̃
-        terms.append(mm(dL, M) - mm(L, phi(Y + H(Y))))
-    if not terms:
-        return out, ad.Zero.from_primal_value(out)
-    return out, terms[0] if len(terms) == 1 else terms[0] + terms[1]
+    M = solve(L, out, left=True)            # Φ(L⁻¹ X_h L⁻ᴴ)
+    Xt = M + H(M)                           # L⁻¹ X_h L⁻ᴴ
+    Y = mm(solve(L, dL, left=True), Xt)     # E X̃
+    return mm(dL, M) - mm(L, phi(Y + H(Y)))
 
 
-def _rev_jvp(primals, tangents):
-    """d rev(L, C) = rev(L, dC) + conj Φ(δW), for G = Φ(W), W = L⁻ᴴ (P + Pᴴ) L⁻¹, P = Φ(Lᴴ tril C̄).
+def _rev_l_term(L, C, out, dL):
+    """d rev(L, C) = rev(L, dC) + conj Φ(δW): the last term.
 
-    In blockchol's convention (C̄ = conj C, G = conj rev(L, C)):
-    δW = −(Z + Zᴴ) + L⁻ᴴ (δP + δPᴴ) L⁻¹ with Z = L⁻ᴴ dLᴴ W and δP = Φ(dLᴴ tril C̄).
+    G = Φ(W), W = L⁻ᴴ (P + Pᴴ) L⁻¹, P = Φ(Lᴴ tril C̄).  In blockchol's
+    convention (C̄ = conj C, G = conj rev(L, C)): δW = −(Z + Zᴴ) +
+    L⁻ᴴ (δP + δPᴴ) L⁻¹ with Z = L⁻ᴴ dLᴴ W and δP = Φ(dLᴴ tril C̄).
     """
-    L, C = primals
-    dL, dC = tangents
-    out = rev_p.bind(L, C)
-    terms = []
-    if type(dC) is not ad.Zero:
-        terms.append(rev_p.bind(L, dC))
-    if type(dL) is not ad.Zero:
-        dL = tril(dL)
-        G = jnp.conj(out)
-        W = G + H(G)
-        Z = solve(L, mm(H(dL), W), left=True, adjoint=True)
-        dP = phi(mm(H(dL), tril(jnp.conj(C))))
-        V = solve(L, solve(L, dP + H(dP), left=True, adjoint=True), left=False)
-        terms.append(jnp.conj(phi(V - Z - H(Z))))
-    if not terms:
-        return out, ad.Zero.from_primal_value(out)
-    return out, terms[0] if len(terms) == 1 else terms[0] + terms[1]
+    G = jnp.conj(out)
+    W = G + H(G)
+    Z = solve(L, mm(H(dL), W), left=True, adjoint=True)
+    dP = phi(mm(H(dL), tril(jnp.conj(C))))
+    V = solve(L, solve(L, dP + H(dP), left=True, adjoint=True), left=False)
+    return jnp.conj(phi(V - Z - H(Z)))
 
 
-ad.primitive_jvps[fwd_p] = _fwd_jvp
-ad.primitive_jvps[rev_p] = _rev_jvp
+ad.primitive_jvps[fwd_p] = _jvp(fwd_p, _fwd_l_term)
+ad.primitive_jvps[rev_p] = _jvp(rev_p, _rev_l_term)
