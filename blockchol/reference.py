@@ -108,6 +108,10 @@ def sweep_rev(L, L_bar, dtype=None):
     return A
 
 
+#: The dtypes LAPACK and BLAS have; every other precision is computed by numpy alone.
+_LAPACK_DTYPES = (np.float32, np.float64, np.complex64, np.complex128)
+
+
 def _solve_lower(L, B, adjoint=False):
     """L⁻¹ B, or L⁻ᴴ B with ``adjoint``, for lower triangular L, in any precision numpy has.
 
@@ -115,7 +119,7 @@ def _solve_lower(L, B, adjoint=False):
     its column panels on threads (numpy's matmul releases the GIL, and
     without BLAS this precision is the truths' whole cost).
     """
-    if L.dtype in (np.float32, np.float64, np.complex64, np.complex128):
+    if L.dtype in _LAPACK_DTYPES:
         return solve_triangular(L, B, lower=True, trans="C" if adjoint else "N")
     X = np.array(B, dtype=np.result_type(L, B))
     _column_panels(X.shape[1], lambda a, b: _substitute(L, X[:, a:b], adjoint))
@@ -124,7 +128,7 @@ def _solve_lower(L, B, adjoint=False):
 
 def _matmul(A, B):
     """A @ B, in column panels on threads where there is no BLAS (as :func:`_solve_lower`)."""
-    if A.dtype in (np.float32, np.float64, np.complex64, np.complex128):
+    if A.dtype in _LAPACK_DTYPES:
         return A @ B
     out = np.empty((A.shape[0], B.shape[1]), np.result_type(A, B))
     _column_panels(B.shape[1], lambda a, b: np.matmul(A, B[:, a:b], out=out[:, a:b]))
